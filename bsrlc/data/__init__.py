@@ -1,0 +1,1 @@
+"""Datasets, samplers, chip caches, datamodules, the legend, reference points and the demo world."""
