@@ -205,10 +205,10 @@ def check_same_grid(infos: Sequence[RasterInfo], what: str = "rasters") -> None:
                 f"{info.path}: CRS {info.crs} differs from {ref.path} ({ref.crs}); "
                 f"reproject all {what} to one grid first (e.g. gdalwarp -t_srs)"
             )
-        if (
-            not info.transform.almost_equals(ref.transform, precision=1e-6)
-            or (info.width, info.height) != (ref.width, ref.height)
-        ):
+        if not info.transform.almost_equals(ref.transform, precision=1e-6) or (
+            info.width,
+            info.height,
+        ) != (ref.width, ref.height):
             raise InputError(
                 f"{info.path}: grid {info.width}x{info.height} at {tuple(info.transform)[:6]} "
                 f"differs from {ref.path} ({ref.width}x{ref.height} at {tuple(ref.transform)[:6]});"

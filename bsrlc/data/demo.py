@@ -195,7 +195,7 @@ class DemoWorld:
         raw = json.loads((root / "world.json").read_text())
         raw["root"] = root
         raw["spec"] = DemoSpec(
-            **{
+            **{  # type: ignore[arg-type]
                 k: tuple(v) if isinstance(v, list) else v
                 for k, v in raw["spec"].items()  # JSON lists back to tuples
             }
@@ -231,7 +231,9 @@ def _smooth_noise(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
     return (out - out.mean()) / (out.std() + 1e-6)
 
 
-def _line_mask(n: int, p0: tuple[float, float], p1: tuple[float, float], width: float) -> np.ndarray:
+def _line_mask(
+    n: int, p0: tuple[float, float], p1: tuple[float, float], width: float
+) -> np.ndarray:
     """Pixels within ``width/2`` of the line through p0 and p1 (fractions of the extent)."""
     rr, cc = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
     r0, c0 = p0[0] * n, p0[1] * n
@@ -569,7 +571,7 @@ def _sample_points(
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(classes)
 
 
-def _readme(world: DemoWorld, n_scenes: dict[str, int], counts: dict[int, dict[str, int]]) -> str:
+def _readme(world: DemoWorld, n_scenes: dict[str, int], counts: dict[int, dict[str, str]]) -> str:
     s = world.spec
     lines = [
         f"# bsrlc demo world ({s.size} x {s.size} px at 10 m, seed {s.seed})",
@@ -678,14 +680,12 @@ def generate(
     blur_sigma = 1.4  # Landsat point-spread function, in 10 m pixels, before 3x3 aggregation
 
     # Truth maps and reference points.
-    counts: dict[int, dict[str, int]] = {}
+    counts: dict[int, dict[str, str]] = {}
     block_mask = np.zeros((n, n), dtype=bool)
     block_mask[br0:br1, bc0:bc1] = True
     buffer = 12
     near_block = np.zeros((n, n), dtype=bool)
-    near_block[
-        max(br0 - buffer, 0) : br1 + buffer, max(bc0 - buffer, 0) : bc1 + buffer
-    ] = True
+    near_block[max(br0 - buffer, 0) : br1 + buffer, max(bc0 - buffer, 0) : bc1 + buffer] = True
     for year, cover in covers.items():
         truth = COVER_TO_URBAN[cover]
         _write(tmp / f"truth/truth_{year}.tif", truth, t10, 0, ("CLASS",), colormap=URBAN_COLOURS)
@@ -694,9 +694,7 @@ def generate(
         rng_pts = np.random.default_rng(np.random.SeedSequence([spec.seed, 5, year]))
         edge = np.zeros((n, n), dtype=bool)
         edge[8:-8, 8:-8] = True  # keep points a patch away from the raster border
-        r_tr, c_tr, k_tr = _sample_points(
-            rng_pts, truth, edge & ~near_block, spec.points_per_class
-        )
+        r_tr, c_tr, k_tr = _sample_points(rng_pts, truth, edge & ~near_block, spec.points_per_class)
         r_te, c_te, k_te = _sample_points(
             rng_pts, truth, edge & block_mask, spec.test_points_per_class
         )

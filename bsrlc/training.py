@@ -1,0 +1,225 @@
+"""The training loop shared by every experiment: build everything from the config, fit, test.
+
+``train.py`` is a thin Hydra entry point around :func:`train`. Nothing here knows about a
+particular model: the datamodule, the LightningModule, callbacks, loggers and the trainer are all
+instantiated from the composed config (``hydra.utils.instantiate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from bsrlc.errors import ConfigError
+from bsrlc.tracking import git_commit, register_resolvers
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def instantiate_list(cfg: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (callbacks or loggers).
+
+    Args:
+        cfg: the group's config (a mapping of name -> object config), or None.
+        kind: what the objects are, for the error message.
+
+    Returns:
+        The objects, in config order.
+
+    Raises:
+        ConfigError: if an entry is not an object config.
+    """
+    if not cfg:
+        return []
+    out = []
+    for name, conf in cfg.items():
+        if conf is None:
+            continue
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            raise ConfigError(f"{kind}.{name!s}: expected a config with _target_, got {conf!r}")
+        out.append(instantiate(conf))
+    return out
+
+
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
+    """Turn ``ckpt_path=last`` into the newest ``last.ckpt`` of this task's earlier runs.
+
+    Args:
+        ckpt_path: None, a path, or ``"last"``.
+        cfg: the run config (for the log folder and task name).
+
+    Returns:
+        A checkpoint path or None.
+
+    Raises:
+        ConfigError: if the checkpoint does not exist.
+    """
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        root = Path(cfg.paths.log_dir) / cfg.task_name
+        found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(
+                f"ckpt_path=last: no last.ckpt under {root}; train first or give a path"
+            )
+        return str(found[-1])
+    if not Path(ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={ckpt_path}: file not found; give an existing checkpoint")
+    return str(ckpt_path)
+
+
+def _scalar(value: Any) -> float | int | str | None:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else None
+    if isinstance(value, (int, float, str)):
+        return value
+    return None
+
+
+def log_hyperparameters(
+    cfg: DictConfig, model: L.LightningModule, datamodule: L.LightningDataModule, loggers: list
+) -> None:
+    """Send the resolved config, parameter counts, git commit and data files to every logger.
+
+    Args:
+        cfg: the resolved run config.
+        model: the LightningModule.
+        datamodule: the datamodule (its ``data_files()`` are fingerprinted when it has one).
+        loggers: the loggers.
+    """
+    if not loggers:
+        return
+    hparams: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    hparams["git_commit"] = git_commit(Path(__file__).parent)
+    hparams["params/total"] = sum(p.numel() for p in model.parameters())
+    hparams["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    files = getattr(datamodule, "data_files", None)
+    if callable(files):
+        from bsrlc.tracking import files_digest
+
+        names, digest = files_digest(files())
+        hparams["data/files"] = names
+        hparams["data/sha256"] = digest
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test the experiment described by ``cfg``.
+
+    Args:
+        cfg: the composed config (see ``conf/train.yaml``).
+
+    Returns:
+        All metrics the trainer collected (train/val after fitting, test after testing), as
+        plain numbers; also written to ``<output_dir>/metrics.json``.
+    """
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    log.info("datamodule <%s>", cfg.data._target_)
+    datamodule: L.LightningDataModule = instantiate(cfg.data, _recursive_=False)
+    log.info("model <%s>", cfg.model._target_)
+    model: L.LightningModule = instantiate(cfg.model, _recursive_=False)
+    callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
+    loggers: list[Logger] = instantiate_list(cfg.get("logger"), "logger")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(cfg, model, datamodule, loggers)
+
+    metrics: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if cfg.get("train"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, cfg))
+        metrics.update(trainer.callback_metrics)
+    fit_s = time.perf_counter() - t0
+    if cfg.get("test"):
+        ckpt_cb = trainer.checkpoint_callback
+        best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb else ""
+        if not cfg.get("train"):
+            best = resolve_ckpt_path(cfg.ckpt_path, cfg) or ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        metrics.update(trainer.callback_metrics)
+    plain = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+    plain["time/fit_s"] = round(fit_s, 2)
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir) / "metrics.json"
+        out.write_text(json.dumps(plain, indent=2, sort_keys=True))
+        log.info("metrics -> %s", out)
+    for lg in loggers:
+        lg.finalize("success")
+    return plain
+
+
+def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    """The value a sweeper optimises.
+
+    Args:
+        metrics: the metrics :func:`train` returned.
+        name: the metric name (``optimized_metric`` in the config), or None.
+
+    Returns:
+        The value, or None when no metric is named.
+
+    Raises:
+        ConfigError: if the named metric was not logged.
+    """
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(
+            f"optimized_metric={name} was not logged; choose one of {', '.join(sorted(metrics))}"
+        )
+    return float(metrics[name])
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train, and in a multirun sweep turn a crashed trial into a logged NaN result.
+
+    One failed trial must not end a sweep: its exception is logged (and written to
+    ``failed.txt`` in the trial folder), the loggers are closed, and NaN is returned so the
+    sweeper records the trial as failed and goes on.
+
+    Args:
+        cfg: the composed config.
+
+    Returns:
+        The optimised metric (NaN for a failed trial), or None when no metric is named.
+    """
+    try:
+        metrics = train(cfg)
+    except Exception:
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if not multirun:
+            raise
+        log.exception("trial failed; the sweep goes on")
+        Path(cfg.paths.output_dir, "failed.txt").write_text(traceback.format_exc())
+        _finish_wandb()
+        return math.nan
+    finally:
+        _finish_wandb()
+    return metric_value(metrics, cfg.get("optimized_metric"))
+
+
+def _finish_wandb() -> None:
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
