@@ -75,8 +75,23 @@ class RasterCache:
         data_path, valid_path = stem.with_suffix(".data.npy"), stem.with_suffix(".valid.npy")
         if not (data_path.exists() and valid_path.exists()):
             self._fill(data_path, valid_path, progress)
-        self.data = np.load(data_path, mmap_mode="r")
-        self.valid = np.load(valid_path, mmap_mode="r")
+        self._paths = (data_path, valid_path)
+        self._open()
+
+    def _open(self) -> None:
+        self.data = np.load(self._paths[0], mmap_mode="r")
+        self.valid = np.load(self._paths[1], mmap_mode="r")
+
+    def __getstate__(self) -> dict[str, object]:
+        # Pickling a memmap copies its pixels; send the file names to worker processes instead.
+        state = self.__dict__.copy()
+        state.pop("data", None)
+        state.pop("valid", None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._open()
 
     def _key(self) -> str:
         st = self.info.path.stat()
