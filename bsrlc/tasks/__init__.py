@@ -1,0 +1,1 @@
+"""LightningModules: the SRGAN (``sr.SRGANTask``) and the centre-patch classifier."""

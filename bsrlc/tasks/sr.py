@@ -1,0 +1,422 @@
+"""The SRGAN LightningModule: L1 pretraining, then a ramped adversarial phase, with an EMA.
+
+Two optimisers are stepped by hand (manual optimisation). Lightning counts every
+``LightningOptimizer.step()`` as a global step, so a GAN batch would count twice and
+``max_steps`` would stop training halfway. Here the generator step is the counted one and the
+discriminator is stepped through the strategy directly (precision plugin included, progress
+counter not), so ``global_step``, ``max_steps`` and ``log_every_n_steps`` always mean batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from bsrlc import losses
+from bsrlc.errors import ConfigError
+from bsrlc.evaluation.sr_metrics import SRMetrics
+from bsrlc.tasks.panels import log_image, plain
+
+log = logging.getLogger(__name__)
+
+
+class SRGANTask(L.LightningModule):
+    """Train a super-resolution generator (optionally adversarially) on LR/HR patch pairs.
+
+    Args:
+        generator: config of the generator (``_target_`` and its arguments).
+        discriminator: config of the discriminator; None trains the generator alone (L1 etc.).
+        optimizer_g: partial optimiser config for the generator.
+        optimizer_d: partial optimiser config for the discriminator.
+        scheduler_g: partial LR scheduler config for the generator (stepped per batch) or None.
+        scheduler_d: the same for the discriminator.
+        scale: the resolution ratio.
+        pretrain_steps: generator-only (content loss) batches before the adversarial phase.
+        adv_ramp_steps: batches over which the adversarial weights rise linearly to full.
+        w_l1: L1 content loss weight.
+        w_sam: spectral angle loss weight.
+        w_adv: adversarial loss weight (full strength).
+        w_fm: discriminator feature-matching loss weight (full strength).
+        w_lr: LR-consistency loss weight.
+        adversarial: ``"bce"`` (with one-sided label smoothing) or ``"hinge"``.
+        label_smoothing: real-label smoothing for BCE (target 1 - smoothing).
+        ema_decay: decay of the generator's exponential moving average (0 disables it).
+        panel_every_n_epochs: log an image panel every N validation epochs (0 = never).
+        rgb: indices of the red, green, blue bands for panels.
+        data_range: reflectance range for PSNR/SSIM.
+        monitor: the metric checkpoints follow.
+        monitor_mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(
+        self,
+        generator: dict[str, Any],
+        discriminator: dict[str, Any] | None = None,
+        optimizer_g: dict[str, Any] | None = None,
+        optimizer_d: dict[str, Any] | None = None,
+        scheduler_g: dict[str, Any] | None = None,
+        scheduler_d: dict[str, Any] | None = None,
+        scale: int = 3,
+        pretrain_steps: int = 1000,
+        adv_ramp_steps: int = 500,
+        w_l1: float = 1.0,
+        w_sam: float = 0.1,
+        w_adv: float = 5e-3,
+        w_fm: float = 0.0,
+        w_lr: float = 0.1,
+        adversarial: str = "bce",
+        label_smoothing: float = 0.1,
+        ema_decay: float = 0.999,
+        panel_every_n_epochs: int = 5,
+        rgb: tuple[int, int, int] = (2, 1, 0),
+        data_range: float = 0.5,
+        monitor: str = "val/psnr",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        if adversarial not in {"bce", "hinge"}:
+            raise ConfigError(f"model.adversarial={adversarial}: use bce or hinge")
+        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
+        generator, discriminator = plain(generator), plain(discriminator)
+        optimizer_g, optimizer_d = plain(optimizer_g), plain(optimizer_d)
+        scheduler_g, scheduler_d = plain(scheduler_g), plain(scheduler_d)
+        rgb = tuple(rgb)
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.generator: nn.Module = instantiate(generator)
+        self.discriminator: nn.Module | None = (
+            instantiate(discriminator) if discriminator else None
+        )
+        self.generator_ema: AveragedModel | None = None
+        if ema_decay > 0:
+            self.generator_ema = AveragedModel(
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            )
+        bands = int(generator.get("in_bands", 6))
+        # Filled from the datamodule's training statistics and saved with the weights.
+        self.register_buffer("norm_mean", torch.zeros(bands))
+        self.register_buffer("norm_std", torch.ones(bands))
+        # Per-band gain/offset of the harmonised bicubic baseline, fitted on training patches.
+        self.register_buffer("harm_gain", torch.ones(bands))
+        self.register_buffer("harm_offset", torch.zeros(bands))
+        self.register_buffer("harm_fitted", torch.zeros((), dtype=torch.bool))
+        self.bands: list[str] = []
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{kind}": SRMetrics(data_range=data_range)
+                for stage in ("val", "test")
+                for kind in ("model", "bicubic", "bicubic_harmonised")
+            }
+        )
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Take the band names and normalisation statistics from the datamodule.
+
+        Args:
+            stage: Lightning's stage.
+        """
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        stats = getattr(dm, "norm_stats", None)
+        if stats and stage == "fit":
+            self.norm_mean.copy_(torch.tensor(stats["mean"]))
+            self.norm_std.copy_(torch.tensor(stats["std"]))
+        if dm is not None and getattr(dm, "bands", None):
+            self.bands = list(dm.bands)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what inference needs as plain values next to the weights.
+
+        Args:
+            checkpoint: the checkpoint dict.
+        """
+        checkpoint["bsrlc"] = {
+            "task": "sr",
+            "bands": self.bands,
+            "scale": self.hparams.scale,
+            "mean": self.norm_mean.tolist(),
+            "std": self.norm_std.tolist(),
+            "receptive_field": int(getattr(self.generator, "receptive_field", 0)),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the band names.
+
+        Args:
+            checkpoint: the checkpoint dict.
+        """
+        self.bands = list(checkpoint.get("bsrlc", {}).get("bands", []))
+
+    def configure_optimizers(self) -> Any:
+        """Adam-style optimisers (and optional per-batch schedulers) for G and D.
+
+        Returns:
+            Optimisers and schedulers for Lightning.
+        """
+        h = self.hparams
+        opt_g = _build(h.optimizer_g, torch.optim.Adam, self.generator.parameters(), lr=1e-4)
+        opts = [opt_g]
+        scheds = []
+        if h.scheduler_g:
+            scheds.append({"scheduler": instantiate(h.scheduler_g)(opt_g), "interval": "step"})
+        if self.discriminator is not None:
+            opt_d = _build(
+                h.optimizer_d, torch.optim.Adam, self.discriminator.parameters(), lr=1e-4
+            )
+            opts.append(opt_d)
+            if h.scheduler_d:
+                scheds.append({"scheduler": instantiate(h.scheduler_d)(opt_d), "interval": "step"})
+        return opts, scheds
+
+    def on_fit_start(self) -> None:
+        """Refuse fp16 loss scaling for the uncounted D step; fit the harmonised baseline."""
+        if self.discriminator is not None and "16-mixed" == str(self.trainer.precision):
+            raise ConfigError(
+                "trainer.precision=16-mixed: the GAN's discriminator step bypasses the loss "
+                "scaler; use bf16-mixed or 32-true"
+            )
+        self._fit_harmonisation()
+
+    @torch.no_grad()
+    def _fit_harmonisation(self, max_batches: int = 20) -> None:
+        """Per-band least squares HR ~ gain * bicubic(LR) + offset over training patches."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or self.harm_fitted.item():
+            return
+        xs, ys = [], []
+        for i, batch in enumerate(dm.train_dataloader()):
+            if i >= max_batches:
+                break
+            lr, hr = self._denorm(batch["lr"].to(self.device)), batch["hr"].to(self.device)
+            xs.append(F.interpolate(lr, scale_factor=self.hparams.scale, mode="bicubic"))
+            ys.append(self._denorm(hr))
+        if not xs:
+            return
+        gain, offset = _fit_gain_offset(torch.cat(xs), torch.cat(ys))
+        self.harm_gain.copy_(gain)
+        self.harm_offset.copy_(offset)
+        self.harm_fitted.fill_(True)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _denorm(self, x: Tensor) -> Tensor:
+        return x * self.norm_std[None, :, None, None] + self.norm_mean[None, :, None, None]
+
+    def adversarial_weight(self) -> float:
+        """The adversarial phase's ramp: 0 while pretraining, then linear to 1.
+
+        Returns:
+            A factor in [0, 1] for the adversarial and feature-matching weights.
+        """
+        h = self.hparams
+        if self.discriminator is None:
+            return 0.0
+        step = self.global_step - h.pretrain_steps
+        if step < 0:
+            return 0.0
+        return min(1.0, (step + 1) / max(h.adv_ramp_steps, 1))
+
+    def forward(self, lr: Tensor) -> Tensor:
+        """Super-resolve normalised LR patches with the EMA generator when there is one.
+
+        Args:
+            lr: (B, C, h, w) normalised.
+
+        Returns:
+            (B, C, s*h, s*w) normalised.
+        """
+        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        return net(lr)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """One generator step, and a discriminator step in the adversarial phase.
+
+        Args:
+            batch: ``{"lr": (B, C, n, n), "hr": (B, C, 3n, 3n)}`` normalised.
+            batch_idx: the batch index.
+        """
+        h = self.hparams
+        optimisers = self.optimizers()
+        opts = optimisers if isinstance(optimisers, list) else [optimisers]
+        opt_g = opts[0]
+        lr, hr = batch["lr"], batch["hr"]
+        ramp = self.adversarial_weight()
+
+        # Generator.
+        sr = self.generator(lr)
+        loss_l1 = F.l1_loss(sr, hr)
+        loss_sam = losses.spectral_angle_loss(self._denorm(sr), self._denorm(hr))
+        loss_lr = losses.lr_consistency_loss(sr, lr, h.scale)
+        loss_g = h.w_l1 * loss_l1 + h.w_sam * loss_sam + h.w_lr * loss_lr
+        logs = {"train/l1": loss_l1, "train/sam": loss_sam, "train/lr_consistency": loss_lr}
+        if ramp > 0 and self.discriminator is not None:
+            fake_logits, fake_feats = self.discriminator(sr, return_features=True)
+            with torch.no_grad():
+                _, real_feats = self.discriminator(hr, return_features=True)
+            if h.adversarial == "bce":
+                loss_adv = losses.bce_generator_loss(fake_logits)
+            else:
+                loss_adv = losses.hinge_generator_loss(fake_logits)
+            loss_fm = losses.feature_matching_loss(fake_feats, real_feats)
+            loss_g = loss_g + ramp * (h.w_adv * loss_adv + h.w_fm * loss_fm)
+            logs.update({"train/adv_g": loss_adv, "train/feature_matching": loss_fm})
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()  # the counted step: global_step = batches
+        logs["train/loss_g"] = loss_g
+        logs["train/adv_weight"] = torch.tensor(ramp)
+
+        # Discriminator.
+        if ramp > 0 and self.discriminator is not None:
+            opt_d = opts[1]
+            real_logits = self.discriminator(hr)
+            fake_logits = self.discriminator(sr.detach())
+            if h.adversarial == "bce":
+                loss_d = losses.bce_discriminator_loss(real_logits, fake_logits, h.label_smoothing)
+            else:
+                loss_d = losses.hinge_discriminator_loss(real_logits, fake_logits)
+            opt_d.zero_grad()
+            self.manual_backward(loss_d)
+            # Not counted: step through the strategy (precision plugin, DDP) directly.
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
+            logs["train/loss_d"] = loss_d
+            logs["train/d_real"] = torch.sigmoid(real_logits).mean()
+            logs["train/d_fake"] = torch.sigmoid(fake_logits).mean()
+
+        for sched in self._schedulers():
+            sched.step()
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("train/loss", loss_g, prog_bar=True, on_step=True, on_epoch=False)
+
+    def _schedulers(self) -> list[Any]:
+        s = self.lr_schedulers()
+        if s is None:
+            return []
+        scheds = s if isinstance(s, list) else [s]
+        if self.adversarial_weight() == 0 and len(scheds) > 1:
+            return scheds[:1]
+        return scheds
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _evaluate(self, batch: dict[str, Tensor], stage: str, batch_idx: int) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self(lr)
+        s = self.hparams.scale
+        lr_r, hr_r, sr_r = self._denorm(lr), self._denorm(hr), self._denorm(sr)
+        bicubic = F.interpolate(lr_r, scale_factor=s, mode="bicubic")
+        harmonised = (
+            bicubic * self.harm_gain[None, :, None, None] + self.harm_offset[None, :, None, None]
+        )
+        self.metrics[f"{stage}_model"].update(sr_r, hr_r)
+        self.metrics[f"{stage}_bicubic"].update(bicubic, hr_r)
+        self.metrics[f"{stage}_bicubic_harmonised"].update(harmonised, hr_r)
+        self.log(f"{stage}/l1", F.l1_loss(sr, hr), on_epoch=True, on_step=False)
+        every = self.hparams.panel_every_n_epochs
+        if (
+            stage == "val"
+            and batch_idx == 0
+            and every
+            and self.current_epoch % every == 0
+            and not self.trainer.sanity_checking
+        ):
+            self._log_panel(lr_r, bicubic, sr_r, hr_r)
+
+    def _log_panel(self, lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor) -> None:
+        s = self.hparams.scale
+        rgb = list(self.hparams.rgb)
+        nearest = F.interpolate(lr, scale_factor=s, mode="nearest")
+        rows = []
+        for i in range(min(4, lr.shape[0])):
+            tiles = [t[i, rgb] for t in (nearest, bicubic, sr, hr)]
+            rows.append(torch.cat(tiles, dim=2))
+        panel = torch.cat(rows, dim=1)
+        panel = (panel / 0.3).clamp(0, 1)  # true colour, 0-30 % reflectance
+        log_image(self, "val/panel", panel, "LR (nearest) | bicubic | SR | HR")
+
+    def _epoch_end(self, stage: str) -> None:
+        results = {}
+        for kind in ("model", "bicubic", "bicubic_harmonised"):
+            metric = self.metrics[f"{stage}_{kind}"]
+            if not metric.has_data():
+                return
+            values = metric.compute()
+            metric.reset()
+            results[kind] = values
+            prefix = f"{stage}/" if kind == "model" else f"{stage}/{kind}_"
+            self.log_dict({f"{prefix}{k}": v for k, v in values.items()}, sync_dist=True)
+        for base in ("bicubic", "bicubic_harmonised"):
+            m, b = results["model"], results[base]
+            self.log_dict(
+                {
+                    f"{stage}/psnr_gain_{base}": m["psnr"] - b["psnr"],
+                    f"{stage}/ssim_gain_{base}": m["ssim"] - b["ssim"],
+                    f"{stage}/sam_gain_{base}": b["sam"] - m["sam"],
+                    f"{stage}/ergas_gain_{base}": b["ergas"] - m["ergas"],
+                },
+                sync_dist=True,
+            )
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Metrics of the (EMA) generator and both baselines on validation patches.
+
+        Args:
+            batch: LR/HR patches.
+            batch_idx: the batch index.
+        """
+        self._evaluate(batch, "val", batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics and the gains over the baselines."""
+        self._epoch_end("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Metrics on the test region's patches.
+
+        Args:
+            batch: LR/HR patches.
+            batch_idx: the batch index.
+        """
+        self._evaluate(batch, "test", batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics and the gains over the baselines."""
+        self._epoch_end("test")
+
+    def export_generator(self) -> nn.Module:
+        """The generator inference should use (the EMA copy when there is one).
+
+        Returns:
+            An nn.Module in eval mode.
+        """
+        net = self.generator_ema.module if self.generator_ema is not None else self.generator
+        return net.eval()
+
+
+def _build(cfg: Any, default: type, params: Any, **defaults: Any) -> torch.optim.Optimizer:
+    if cfg:
+        return instantiate(cfg)(params)
+    return default(params, **defaults)
+
+
+def _fit_gain_offset(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-band least squares ``y ~ gain * x + offset`` over all pixels of (B, C, H, W)."""
+    xc = x.transpose(0, 1).reshape(x.shape[1], -1)
+    yc = y.transpose(0, 1).reshape(y.shape[1], -1)
+    mx, my = xc.mean(1), yc.mean(1)
+    var = ((xc - mx[:, None]) ** 2).mean(1)
+    cov = ((xc - mx[:, None]) * (yc - my[:, None])).mean(1)
+    gain = cov / var.clamp_min(1e-12)
+    return gain, my - gain * mx
