@@ -36,9 +36,18 @@ def test_cog_is_atomic_and_georeferenced(tmp_path):
     with rasterio.open(tmp_path / "a.tif") as src:
         assert np.array_equal(src.read(), arr)
         assert src.profile["tiled"]
-    with pytest.raises(RuntimeError), COGWriter(
-        tmp_path / "b.tif", crs="EPSG:3035", transform=T30, width=8, height=8, count=1, dtype="uint8"
-    ) as w:
+    with (
+        pytest.raises(RuntimeError),
+        COGWriter(
+            tmp_path / "b.tif",
+            crs="EPSG:3035",
+            transform=T30,
+            width=8,
+            height=8,
+            count=1,
+            dtype="uint8",
+        ) as w,
+    ):
         w.write(np.zeros((1, 8, 8), np.uint8))
         raise RuntimeError("killed midway")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]  # nothing half-written
@@ -105,6 +114,6 @@ def test_chip_cache_matches_rasterio_and_torchgeo(tmp_path):
     np.testing.assert_array_equal(sample["image"].numpy(), arr[[2, 0], 10:18, 20:28])
     corners = valid_corners(cache.valid, 4)
     assert len(corners) == (70 - 3) * (90 - 3) - 16  # the 16 windows touching the bad pixel
-    assert not ((corners[:, 0] <= 5) & (corners[:, 0] >= 2) & (corners[:, 1] <= 7) & (
-        corners[:, 1] >= 4
-    )).any()
+    assert not (
+        (corners[:, 0] <= 5) & (corners[:, 0] >= 2) & (corners[:, 1] <= 7) & (corners[:, 1] >= 4)
+    ).any()

@@ -23,8 +23,9 @@ def make_pair(tmp_path, lr_size=60, hr_shift=(0, 0), hr_res=10.0, nodata_at=None
         lr[:, nodata_at[0], nodata_at[1]] = -32768
     t30 = Affine(30, 0, X0, 0, -30, Y0)
     t10 = Affine(hr_res, 0, X0 + hr_shift[1], 0, -hr_res, Y0 - hr_shift[0])
-    write_cog(tmp_path / "lr.tif", lr, crs="EPSG:3035", transform=t30, nodata=-32768,
-              descriptions=NAMES)
+    write_cog(
+        tmp_path / "lr.tif", lr, crs="EPSG:3035", transform=t30, nodata=-32768, descriptions=NAMES
+    )
     write_cog(tmp_path / "hr.tif", hr, crs=crs, transform=t10, nodata=-32768, descriptions=NAMES)
     return lr, hr
 
@@ -33,8 +34,15 @@ def test_pairs_line_up_and_splits_are_disjoint(tmp_path):
     lr, hr = make_pair(tmp_path, nodata_at=(40, 40))
     test_bounds = [X0 + 30 * 30, Y0 - 60 * 30, X0 + 60 * 30, Y0 - 30 * 30]  # right-bottom quarter
     dm = PairedSRDataModule(
-        tmp_path / "lr.tif", tmp_path / "hr.tif", bands=["*_P50"], patch_size=8, batch_size=4,
-        samples_per_epoch=32, test_region=test_bounds, cache_dir=tmp_path / "c", augment=False,
+        tmp_path / "lr.tif",
+        tmp_path / "hr.tif",
+        bands=["*_P50"],
+        patch_size=8,
+        batch_size=4,
+        samples_per_epoch=32,
+        test_region=test_bounds,
+        cache_dir=tmp_path / "c",
+        augment=False,
     )
     dm.setup()
     assert dm.bands == NAMES
@@ -42,12 +50,14 @@ def test_pairs_line_up_and_splits_are_disjoint(tmp_path):
     assert sizes["train"] > 0 and sizes["val"] > 0 and sizes["test"] > 0
     assert dm.skipped["test"] == 1  # the patch holding the nodata pixel
     tr, va, te = (dm._datasets[k].corners for k in ("train", "val", "test"))
+
     # no training patch touches a val or test pixel
     def cover(c):
         m = np.zeros((60, 60), bool)
         for r, cc in c:
             m[r : r + 8, cc : cc + 8] = True
         return m
+
     assert not (cover(tr) & (cover(va) | cover(te))).any()
     assert not (cover(va) & cover(te)).any()
     # LR patch = 3x3 mean of its HR patch (normalised alike)
@@ -60,8 +70,16 @@ def test_pairs_line_up_and_splits_are_disjoint(tmp_path):
 
 def test_augmentation_is_shared_and_reproducible(tmp_path):
     make_pair(tmp_path)
-    dm = PairedSRDataModule(tmp_path / "lr.tif", tmp_path / "hr.tif", bands=NAMES, patch_size=8,
-                            samples_per_epoch=16, cache_dir=tmp_path / "c", augment=True, seed=3)
+    dm = PairedSRDataModule(
+        tmp_path / "lr.tif",
+        tmp_path / "hr.tif",
+        bands=NAMES,
+        patch_size=8,
+        samples_per_epoch=16,
+        cache_dir=tmp_path / "c",
+        augment=True,
+        seed=3,
+    )
     dm.setup()
     ds = dm._datasets["train"]
     a, b = ds[5], ds[5]
@@ -82,8 +100,9 @@ def test_augmentation_is_shared_and_reproducible(tmp_path):
 )
 def test_misaligned_pairs_fail_naming_both_files(tmp_path, kwargs, message):
     make_pair(tmp_path, **kwargs)
-    dm = PairedSRDataModule(tmp_path / "lr.tif", tmp_path / "hr.tif", bands=NAMES,
-                            cache_dir=tmp_path / "c")
+    dm = PairedSRDataModule(
+        tmp_path / "lr.tif", tmp_path / "hr.tif", bands=NAMES, cache_dir=tmp_path / "c"
+    )
     with pytest.raises(InputError, match=message) as err:
         dm.setup()
     assert "lr.tif" in str(err.value) and "hr.tif" in str(err.value)
@@ -91,11 +110,17 @@ def test_misaligned_pairs_fail_naming_both_files(tmp_path, kwargs, message):
 
 def test_missing_band_and_small_region(tmp_path):
     make_pair(tmp_path, lr_size=12)
-    dm = PairedSRDataModule(tmp_path / "lr.tif", tmp_path / "hr.tif", bands=["NIR_P50"],
-                            cache_dir=tmp_path / "c")
+    dm = PairedSRDataModule(
+        tmp_path / "lr.tif", tmp_path / "hr.tif", bands=["NIR_P50"], cache_dir=tmp_path / "c"
+    )
     with pytest.raises(InputError, match="missing band"):
         dm.setup()
-    dm = PairedSRDataModule(tmp_path / "lr.tif", tmp_path / "hr.tif", bands=NAMES, patch_size=16,
-                            cache_dir=tmp_path / "c")
+    dm = PairedSRDataModule(
+        tmp_path / "lr.tif",
+        tmp_path / "hr.tif",
+        bands=NAMES,
+        patch_size=16,
+        cache_dir=tmp_path / "c",
+    )
     with pytest.raises(InputError, match="smaller than one 16x16 patch"):
         dm.setup()
