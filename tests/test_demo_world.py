@@ -11,10 +11,10 @@ import rasterio
 
 from bsrlc.data.demo import (
     COVER_TO_URBAN,
+    SIZES,
     DemoWorld,
     generate,
     landscape,
-    SIZES,
 )
 from bsrlc.raster import check_aligned, raster_info
 
@@ -82,7 +82,7 @@ def test_scene_masks_mark_clouds(tiny_world: DemoWorld) -> None:
 
 
 def test_points_split_by_held_out_block(tiny_world: DemoWorld) -> None:
-    r0, c0, r1, c1 = tiny_world.test_block_10m
+    r0, c0, r1, _c1 = tiny_world.test_block_10m
     left, bottom, right, top = tiny_world.test_block_bounds
     for year in tiny_world.spec.periods:
         pts = gpd.read_file(tiny_world.root / tiny_world.points[year])
@@ -102,7 +102,7 @@ def test_points_split_by_held_out_block(tiny_world: DemoWorld) -> None:
         assert (np.hypot(dx, dy) >= 110).all()
         # the class column agrees with the truth map at each point
         with rasterio.open(tiny_world.root / tiny_world.truth[year]) as src:
-            vals = np.array([v[0] for v in src.sample(zip(pts.geometry.x, pts.geometry.y))])
+            vals = np.array([v[0] for v in src.sample(zip(pts.geometry.x, pts.geometry.y, strict=True))])
         assert (vals == pts["class"].to_numpy()).all()
     assert (r1 - r0) % 3 == 0 and c0 % 3 == 0
 

@@ -31,7 +31,7 @@ def make_pair(tmp_path, lr_size=60, hr_shift=(0, 0), hr_res=10.0, nodata_at=None
 
 
 def test_pairs_line_up_and_splits_are_disjoint(tmp_path):
-    lr, hr = make_pair(tmp_path, nodata_at=(40, 40))
+    make_pair(tmp_path, nodata_at=(40, 40))
     test_bounds = [X0 + 30 * 30, Y0 - 60 * 30, X0 + 60 * 30, Y0 - 30 * 30]  # right-bottom quarter
     dm = PairedSRDataModule(
         tmp_path / "lr.tif",
