@@ -31,7 +31,9 @@ def plain(cfg: Any) -> Any:
     return cfg
 
 
-def log_image(module: L.LightningModule, key: str, image: torch.Tensor | np.ndarray, caption: str) -> Path | None:
+def log_image(
+    module: L.LightningModule, key: str, image: torch.Tensor | np.ndarray, caption: str
+) -> Path | None:
     """Log an RGB image to every logger and save it as a PNG in the run folder.
 
     Args:

@@ -21,7 +21,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bsrlc import losses
 from bsrlc.errors import ConfigError
-from bsrlc.evaluation.sr_metrics import SRMetrics
+from bsrlc.evaluation.sr_metrics import (
+    SRMetrics,
+    apply_band_gains,
+    bicubic_upsample,
+    fit_band_gains,
+)
 from bsrlc.tasks.panels import log_image, plain
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,7 @@ class SRGANTask(L.LightningModule):
         label_smoothing: real-label smoothing for BCE (target 1 - smoothing).
         ema_decay: decay of the generator's exponential moving average (0 disables it).
         panel_every_n_epochs: log an image panel every N validation epochs (0 = never).
-        rgb: indices of the red, green, blue bands for panels.
+        rgb: names of the red, green and blue bands for panels (the first three bands if absent).
         data_range: reflectance range for PSNR/SSIM.
         monitor: the metric checkpoints follow.
         monitor_mode: ``"max"`` or ``"min"``.
@@ -75,7 +80,7 @@ class SRGANTask(L.LightningModule):
         label_smoothing: float = 0.1,
         ema_decay: float = 0.999,
         panel_every_n_epochs: int = 5,
-        rgb: tuple[int, int, int] = (2, 1, 0),
+        rgb: tuple[str, str, str] = ("RED_P50", "GRN_P50", "BLU_P50"),
         data_range: float = 0.5,
         monitor: str = "val/psnr",
         monitor_mode: str = "max",
@@ -91,9 +96,7 @@ class SRGANTask(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.generator: nn.Module = instantiate(generator)
-        self.discriminator: nn.Module | None = (
-            instantiate(discriminator) if discriminator else None
-        )
+        self.discriminator: nn.Module | None = instantiate(discriminator) if discriminator else None
         self.generator_ema: AveragedModel | None = None
         if ema_decay > 0:
             self.generator_ema = AveragedModel(
@@ -196,11 +199,11 @@ class SRGANTask(L.LightningModule):
             if i >= max_batches:
                 break
             lr, hr = self._denorm(batch["lr"].to(self.device)), batch["hr"].to(self.device)
-            xs.append(F.interpolate(lr, scale_factor=self.hparams.scale, mode="bicubic"))
+            xs.append(bicubic_upsample(lr, self.hparams.scale))
             ys.append(self._denorm(hr))
         if not xs:
             return
-        gain, offset = _fit_gain_offset(torch.cat(xs), torch.cat(ys))
+        gain, offset = fit_band_gains(torch.cat(xs), torch.cat(ys))
         self.harm_gain.copy_(gain)
         self.harm_offset.copy_(offset)
         self.harm_fitted.fill_(True)
@@ -316,10 +319,8 @@ class SRGANTask(L.LightningModule):
         sr = self(lr)
         s = self.hparams.scale
         lr_r, hr_r, sr_r = self._denorm(lr), self._denorm(hr), self._denorm(sr)
-        bicubic = F.interpolate(lr_r, scale_factor=s, mode="bicubic")
-        harmonised = (
-            bicubic * self.harm_gain[None, :, None, None] + self.harm_offset[None, :, None, None]
-        )
+        bicubic = bicubic_upsample(lr_r, s)
+        harmonised = apply_band_gains(bicubic, self.harm_gain, self.harm_offset)
         self.metrics[f"{stage}_model"].update(sr_r, hr_r)
         self.metrics[f"{stage}_bicubic"].update(bicubic, hr_r)
         self.metrics[f"{stage}_bicubic_harmonised"].update(harmonised, hr_r)
@@ -336,7 +337,8 @@ class SRGANTask(L.LightningModule):
 
     def _log_panel(self, lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor) -> None:
         s = self.hparams.scale
-        rgb = list(self.hparams.rgb)
+        names = list(self.hparams.rgb)
+        rgb = [self.bands.index(n) for n in names] if set(names) <= set(self.bands) else [0, 1, 2]
         nearest = F.interpolate(lr, scale_factor=s, mode="nearest")
         rows = []
         for i in range(min(4, lr.shape[0])):
@@ -409,14 +411,3 @@ def _build(cfg: Any, default: type, params: Any, **defaults: Any) -> torch.optim
     if cfg:
         return instantiate(cfg)(params)
     return default(params, **defaults)
-
-
-def _fit_gain_offset(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-band least squares ``y ~ gain * x + offset`` over all pixels of (B, C, H, W)."""
-    xc = x.transpose(0, 1).reshape(x.shape[1], -1)
-    yc = y.transpose(0, 1).reshape(y.shape[1], -1)
-    mx, my = xc.mean(1), yc.mean(1)
-    var = ((xc - mx[:, None]) ** 2).mean(1)
-    cov = ((xc - mx[:, None]) * (yc - my[:, None])).mean(1)
-    gain = cov / var.clamp_min(1e-12)
-    return gain, my - gain * mx

@@ -1,0 +1,1 @@
+"""Evaluation: SR metrics against baselines, map accuracy with area estimates, figures, reports."""

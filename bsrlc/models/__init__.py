@@ -1,0 +1,1 @@
+"""Plain nn.Modules: super-resolution generators/discriminators and centre-patch classifiers."""
