@@ -282,6 +282,7 @@ class PaddedCentrePatchCNN(nn.Module):
         attn_blocks: transformer blocks.
         attn_heads: heads.
         attn_dim: token dimension.
+        hidden: an optional hidden layer before the classifier.
         dropout: dropout before the classifier.
     """
 
@@ -297,6 +298,7 @@ class PaddedCentrePatchCNN(nn.Module):
         attn_blocks: int = 2,
         attn_heads: int = 4,
         attn_dim: int = 128,
+        hidden: int | None = None,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -314,7 +316,11 @@ class PaddedCentrePatchCNN(nn.Module):
             self.embed = nn.Conv2d(prev, attn_dim, 1)
             self.attn = CentreAttention(attn_dim, patch_size, attn_heads, attn_blocks)
             prev = attn_dim
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(prev, n_classes))
+        layers_head: list[nn.Module] = []
+        if hidden:
+            layers_head += [nn.Linear(prev, hidden), nn.ReLU(inplace=True)]
+            prev = hidden
+        self.head = nn.Sequential(*layers_head, nn.Dropout(dropout), nn.Linear(prev, n_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         """Classify patches.

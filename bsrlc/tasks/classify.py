@@ -1,0 +1,281 @@
+"""The centre-patch classification LightningModule."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCohenKappa,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from bsrlc.tasks.panels import log_image, plain
+
+log = logging.getLogger(__name__)
+
+
+class CentrePatchTask(L.LightningModule):
+    """Train a centre-patch classifier on point-centred patches.
+
+    Args:
+        net: config of the network (``_target_``; ``in_channels`` and ``n_classes`` are set
+            from the data when absent or null).
+        optimizer: partial optimiser config (AdamW by default).
+        scheduler: partial LR scheduler config (stepped per epoch) or None.
+        label_smoothing: cross-entropy label smoothing.
+        class_weighting: weight the loss by inverse class frequency (from the datamodule).
+        class_names: class names for logs (taken from the datamodule's legend when absent).
+        monitor: the metric checkpoints follow.
+        monitor_mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_weighting: bool = True,
+        class_names: list[str] | None = None,
+        monitor: str = "val/macro_f1",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        net, optimizer, scheduler = plain(net), plain(optimizer), plain(scheduler)
+        class_names = list(class_names) if class_names else None
+        self.save_hyperparameters(logger=False)
+        self.net: nn.Module | None = None
+        self.bands: list[str] = []
+        self.legend: dict[str, Any] | None = None
+        if net.get("in_channels") and net.get("n_classes"):
+            self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
+
+    # -- building ------------------------------------------------------------------------------
+
+    def configure_model_now(self, in_channels: int, n_classes: int) -> None:
+        """Build the network and the metrics for a number of bands and classes.
+
+        Args:
+            in_channels: input bands.
+            n_classes: classes.
+        """
+        if self.net is not None:
+            return
+        cfg = {**self.hparams.net, "in_channels": in_channels, "n_classes": n_classes}
+        self.hparams.net.update(cfg)
+        self.net = instantiate(cfg)
+        self.register_buffer("norm_mean", torch.zeros(in_channels))
+        self.register_buffer("norm_std", torch.ones(in_channels))
+        self.register_buffer("loss_weights", torch.ones(n_classes))
+        self.n_classes = n_classes
+        metrics = MetricCollection(
+            {
+                "oa": MulticlassAccuracy(n_classes, average="micro"),
+                "macro_f1": MulticlassF1Score(n_classes, average="macro"),
+                "kappa": MulticlassCohenKappa(n_classes),
+                "f1": MulticlassF1Score(n_classes, average="none"),
+                "precision": MulticlassPrecision(n_classes, average="none"),
+                "recall": MulticlassRecall(n_classes, average="none"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_confusion = MulticlassConfusionMatrix(n_classes)
+        self.test_confusion = MulticlassConfusionMatrix(n_classes)
+
+    def setup(self, stage: str) -> None:
+        """Size the network from the datamodule and take its statistics and weights.
+
+        Args:
+            stage: Lightning's stage.
+        """
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        dm.setup(stage)
+        self.configure_model_now(len(dm.bands), dm.num_classes)
+        self.bands = list(dm.bands)
+        self.legend = dm.legend.to_config()
+        if stage == "fit":
+            self.norm_mean.copy_(torch.tensor(dm.norm_stats["mean"]))
+            self.norm_std.copy_(torch.tensor(dm.norm_stats["std"]))
+            if self.hparams.class_weighting and dm.balance == "weights" and dm.class_weights:
+                self.loss_weights.copy_(torch.tensor(dm.class_weights))
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (or the configured optimiser) and an optional epoch-wise scheduler.
+
+        Returns:
+            Optimiser config for Lightning.
+        """
+        h = self.hparams
+        if h.optimizer:
+            opt = instantiate(h.optimizer)(self.parameters())
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-2)
+        if not h.scheduler:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": instantiate(h.scheduler)(opt)}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what inference needs as plain values.
+
+        Args:
+            checkpoint: the checkpoint dict.
+        """
+        checkpoint["bsrlc"] = {
+            "task": "classify",
+            "bands": self.bands,
+            "mean": self.norm_mean.tolist(),
+            "std": self.norm_std.tolist(),
+            "legend": self.legend,
+            "patch_size": int(getattr(self.net, "patch_size", 1)),
+            "halo": int(getattr(self.net, "halo", 0)),
+            "dense": bool(hasattr(self.net, "forward_dense")),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the network before the weights are loaded.
+
+        Args:
+            checkpoint: the checkpoint dict.
+        """
+        meta = checkpoint.get("bsrlc", {})
+        net = checkpoint.get("hyper_parameters", {}).get("net", {})
+        if self.net is None and net.get("in_channels"):
+            self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
+        self.bands = list(meta.get("bands", []))
+        self.legend = meta.get("legend")
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of normalised patches.
+
+        Args:
+            x: (B, C, P, P).
+
+        Returns:
+            (B, K).
+        """
+        return self.net(x)
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        logits = self(batch["image"])
+        y = batch["label"]
+        loss = F.cross_entropy(
+            logits,
+            y,
+            weight=self.loss_weights if self.hparams.class_weighting else None,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        preds = logits.argmax(1)
+        getattr(self, f"{stage}_metrics").update(preds, y)
+        if stage != "train":
+            getattr(self, f"{stage}_confusion").update(preds, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Cross-entropy on a batch.
+
+        Args:
+            batch: ``{"image", "label"}``.
+            batch_idx: the index.
+
+        Returns:
+            The loss.
+        """
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Validation metrics.
+
+        Args:
+            batch: ``{"image", "label"}``.
+            batch_idx: the index.
+        """
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Test metrics.
+
+        Args:
+            batch: ``{"image", "label"}``.
+            batch_idx: the index.
+        """
+        self._step(batch, "test")
+
+    def _names(self) -> list[str]:
+        if self.hparams.class_names:
+            return list(self.hparams.class_names)
+        if self.legend:
+            return [c["name"] for c in self.legend["classes"]]
+        return [str(i) for i in range(self.n_classes)]
+
+    def _epoch_end(self, stage: str) -> None:
+        metrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute()
+        metrics.reset()
+        names = self._names()
+        flat: dict[str, Tensor] = {}
+        for key, value in values.items():
+            if value.ndim == 0:
+                flat[key] = value
+            else:
+                for i, v in enumerate(value):
+                    flat[f"{key}_{names[i].replace(' ', '_')}"] = v
+        self.log_dict(flat, sync_dist=True)
+        if stage == "train":
+            return
+        confusion = getattr(self, f"{stage}_confusion")
+        cm = confusion.compute().cpu().numpy()
+        confusion.reset()
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        self._log_confusion(stage, cm, names)
+
+    def _log_confusion(self, stage: str, cm: np.ndarray, names: list[str]) -> None:
+        """Confusion matrix as a figure (every logger, PNG) and a table (W&B, CSV)."""
+        from pathlib import Path
+
+        from bsrlc.evaluation.figures import confusion_figure
+
+        image = confusion_figure(cm, names, f"{stage} confusion (rows: reference)")
+        log_image(self, f"{stage}/confusion_matrix", image, "rows: reference, columns: predicted")
+        out = Path(self.trainer.default_root_dir) / f"{stage}_confusion.csv"
+        header = "reference\\predicted," + ",".join(names)
+        rows = [f"{n}," + ",".join(str(int(v)) for v in r) for n, r in zip(names, cm, strict=True)]
+        out.write_text("\n".join([header, *rows]) + "\n")
+        for lg in self.trainer.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                lg.log_table(
+                    key=f"{stage}/confusion_table",
+                    columns=["reference", *names],
+                    data=[[n, *map(int, r)] for n, r in zip(names, cm, strict=True)],
+                )
+
+    def on_train_epoch_end(self) -> None:
+        """Log training metrics."""
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation metrics and the confusion matrix."""
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics and the confusion matrix."""
+        self._epoch_end("test")
