@@ -102,7 +102,9 @@ def test_points_split_by_held_out_block(tiny_world: DemoWorld) -> None:
         assert (np.hypot(dx, dy) >= 110).all()
         # the class column agrees with the truth map at each point
         with rasterio.open(tiny_world.root / tiny_world.truth[year]) as src:
-            vals = np.array([v[0] for v in src.sample(zip(pts.geometry.x, pts.geometry.y, strict=True))])
+            vals = np.array(
+                [v[0] for v in src.sample(zip(pts.geometry.x, pts.geometry.y, strict=True))]
+            )
         assert (vals == pts["class"].to_numpy()).all()
     assert (r1 - r0) % 3 == 0 and c0 % 3 == 0
 

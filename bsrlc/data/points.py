@@ -70,8 +70,9 @@ def read_points(
         if len(gdf) and not (gdf.geom_type == "Point").all():
             raise InputError(f"{path}: expected point geometries, found {set(gdf.geom_type)}")
     if class_column not in gdf.columns:
+        columns = [c for c in gdf.columns if c != "geometry"]
         raise InputError(
-            f"{path}: no class column {class_column!r} (columns: {[c for c in gdf.columns if c != 'geometry']}); set data.class_column"
+            f"{path}: no class column {class_column!r} (columns: {columns}); set data.class_column"
         )
     gdf = gdf.rename(columns={class_column: "class"}) if class_column != "class" else gdf
     gdf["class"] = gdf["class"].astype(int)
