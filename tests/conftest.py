@@ -26,3 +26,32 @@ def _chip_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("chips")
     os.environ["BSRLC_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_stms(tiny_world):
+    """STMs of every period and sensor of the tiny world: {sensor: {label: path}}."""
+    from bsrlc.demo import build_stms
+
+    return build_stms(tiny_world, progress=False)
+
+
+def compose_train(overrides: list[str], tmp_path: Path):
+    """Compose conf/train.yaml like `python train.py` would, for an in-process run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from bsrlc.config import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.work_dir = str(tmp_path)
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    return cfg

@@ -244,10 +244,18 @@ class PairedSRDataModule(L.LightningDataModule):
         std = np.asarray(self.norm_stats["std"], np.float32)
 
         def grid(region: np.ndarray, name: str) -> np.ndarray:
-            all_c = valid_corners(np.ones_like(valid), n, region)
-            all_c = all_c[(all_c[:, 0] % n == 0) & (all_c[:, 1] % n == 0)]
-            ok = valid_corners(valid, n, region)
-            ok = ok[(ok[:, 0] % n == 0) & (ok[:, 1] % n == 0)]
+            # Non-overlapping patches tiling the region from its top-left corner.
+            if not region.any():
+                self.skipped[name] = 0
+                return np.zeros((0, 2), dtype=np.int64)
+            r0 = int(np.argmax(region.any(axis=1)))
+            c0 = int(np.argmax(region.any(axis=0)))
+
+            def on_grid(c: np.ndarray) -> np.ndarray:
+                return c[((c[:, 0] - r0) % n == 0) & ((c[:, 1] - c0) % n == 0)]
+
+            all_c = on_grid(valid_corners(np.ones_like(valid), n, region))
+            ok = on_grid(valid_corners(valid, n, region))
             self.skipped[name] = len(all_c) - len(ok)
             return ok
 
