@@ -1,15 +1,29 @@
-"""``make demo``: the whole workflow on the demo world, step by step, resumable.
+"""``make demo``: the whole workflow on the demo world, writing ``outputs/demo/``.
 
-Each step skips work whose outputs exist (delete ``data/demo`` or ``outputs/demo`` to redo).
-Steps: generate the world; composite STMs for every period and sensor.
+1. generate the demo world (``data/demo``) and composite STMs for every period and sensor;
+2. train the SR model (``experiment=sr_demo``) on the latest Landsat / Sentinel-2 pair;
+3. super-resolve the Landsat STMs of every period, and upsample them by nearest neighbour;
+4. train the centre-patch classifier on Sentinel-2, on super-resolved Landsat and on
+   NN-upsampled Landsat (latest period), and the per-pixel MLP on super-resolved Landsat;
+5. map every period, evaluate on the held-out block (latest period and an earlier one),
+   estimate areas with confidence intervals, and summarise change;
+6. write ``report.md``, ``metrics.json``, figures, COG maps and a change GIF.
+
+Steps whose outputs exist are skipped (``--force`` reruns everything).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
 
 from bsrlc.data.demo import DemoWorld, generate
 from bsrlc.errors import exit_on_user_error
@@ -28,6 +42,7 @@ SENSORS = {
         name="sentinel2", scale=1e-4, decoder="sentinel2_scl", mask_suffix="_SCL"
     ),
 }
+RGB = ["RED_P50", "GRN_P50", "BLU_P50"]
 
 
 def build_stms(world: DemoWorld, progress: bool = True) -> dict[str, dict[str, Path]]:
@@ -59,9 +74,391 @@ def build_stms(world: DemoWorld, progress: bool = True) -> dict[str, dict[str, P
     return out
 
 
+def train_run(experiment: str, overrides: list[str], out_dir: Path, force: bool) -> Path:
+    """Train one experiment in-process (as ``python train.py experiment=...`` would).
+
+    Args:
+        experiment: the experiment config.
+        overrides: Hydra overrides.
+        out_dir: the run's folder.
+        force: retrain even if a checkpoint exists.
+
+    Returns:
+        The best checkpoint (``last.ckpt`` when no metric is monitored).
+    """
+    best_file = out_dir / "best_checkpoint.txt"
+    if best_file.exists() and not force and Path(best_file.read_text().strip()).exists():
+        log.info("%s: already trained (%s)", experiment, best_file.read_text().strip())
+        return Path(best_file.read_text().strip())
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from bsrlc.config import conf_dir
+    from bsrlc.training import train
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"experiment={experiment}", *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.paths.root_dir = str(Path.cwd())
+        cfg.paths.work_dir = str(Path.cwd())
+        cfg.paths.log_dir = str(out_dir / "logs")
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    t0 = time.perf_counter()
+    metrics = train(cfg)
+    log.info("%s trained in %.0f s", experiment, time.perf_counter() - t0)
+    ckpts = sorted((out_dir / "checkpoints").glob("epoch_*.ckpt"))
+    best = ckpts[-1] if ckpts else out_dir / "checkpoints" / "last.ckpt"
+    best_file.write_text(str(best))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return best
+
+
+def _rgb(path: Path, window: tuple[slice, slice] | None = None) -> np.ndarray:
+    with rasterio.open(path) as src:
+        names = list(src.descriptions)
+        arr = src.read([names.index(b) + 1 for b in RGB]).astype(np.float32) * 1e-4
+    if window is not None:
+        arr = arr[:, window[0], window[1]]
+    return (np.clip(arr / 0.25, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
+def run(
+    size: str, data_dir: Path, out_dir: Path, force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run the demo workflow.
+
+    Args:
+        size: ``demo`` or ``tiny``.
+        data_dir: where the world is generated.
+        out_dir: where the report and outputs go (``outputs/demo``).
+        force: redo every step.
+        progress: show progress bars.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    import torch
+
+    from bsrlc.data.legend import Legend
+    from bsrlc.evaluation import maps as M
+    from bsrlc.inference.dense import classify_raster
+    from bsrlc.inference.loading import load_checkpoint
+    from bsrlc.inference.resample import nearest_upsample
+    from bsrlc.inference.sr import super_resolve_raster
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    world = generate(size, data_dir / size)
+    stms = build_stms(world, progress=progress)
+    timings["world_and_stms_s"] = time.perf_counter() - t_start
+    years = [str(y) for y in world.spec.periods]
+    latest, early = years[-1], years[1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = out_dir / "runs"
+    feats = out_dir / "features"
+    maps_dir = out_dir / "maps"
+    figs = out_dir / "figures"
+    for d in (feats, maps_dir, figs):
+        d.mkdir(parents=True, exist_ok=True)
+    regions = world.root / "regions.geojson"
+    tiny = size == "tiny"
+    small = ["data.cache_dir=null"]
+
+    # 2. Super-resolution.
+    t0 = time.perf_counter()
+    sr_over = [
+        f"data.lr_path={stms['landsat'][latest]}",
+        f"data.hr_path={stms['sentinel2'][latest]}",
+        f"data.test_region={regions}",
+        "logger=csv",
+        *small,
+    ]
+    if tiny:
+        sr_over += [
+            "data.patch_size=16",
+            "trainer.max_steps=20",
+            "trainer.val_check_interval=10",
+            "model.pretrain_steps=10",
+            "data.samples_per_epoch=160",
+        ]
+    sr_ckpt = train_run("sr_demo", sr_over, runs / "sr", force)
+    timings["sr_train_s"] = time.perf_counter() - t0
+    sr_metrics = json.loads((runs / "sr" / "metrics.json").read_text())
+    sr = load_checkpoint(sr_ckpt)
+    scale = int(sr.meta["scale"])
+
+    # 3. SR and nearest-neighbour 10 m features for every period.
+    t0 = time.perf_counter()
+    sr_feats, nn_feats = {}, {}
+    for y in years:
+        sr_feats[y] = feats / f"landsat_sr_{y}.tif"
+        nn_feats[y] = feats / f"landsat_nn_{y}.tif"
+        if force or not sr_feats[y].exists():
+            super_resolve_raster(
+                sr.net,
+                stms["landsat"][y],
+                sr_feats[y],
+                sr.bands,
+                scale,
+                sr.mean,
+                sr.std,
+                overwrite=True,
+                progress=progress,
+            )
+        if force or not nn_feats[y].exists():
+            nearest_upsample(stms["landsat"][y], nn_feats[y], sr.bands, scale)
+    timings["sr_inference_s"] = time.perf_counter() - t0
+
+    # 4. Classifiers on each input (latest period's points).
+    t0 = time.perf_counter()
+    points = {y: world.root / world.points[int(y)] for y in years}
+    inputs = {
+        "s2_10m": ("classify_demo", stms["sentinel2"][latest], []),
+        "sr_10m": ("classify_demo", sr_feats[latest], []),
+        "landsat_30m_nn": ("classify_demo", nn_feats[latest], []),
+        "pixel_sr_10m": ("classify_demo", sr_feats[latest], ["model=pixel_mlp"]),
+    }
+    cls_ckpts = {}
+    for name, (exp, raster, extra) in inputs.items():
+        over = [
+            f"data.raster={raster}",
+            f"data.points={points[latest]}",
+            "logger=csv",
+            f"data.bands=[{','.join(sr.bands)}]",
+            *small,
+            *extra,
+        ]
+        if tiny:
+            over += ["trainer.max_epochs=2", "data.block_size=32"]
+        cls_ckpts[name] = train_run(exp, over, runs / f"classify_{name}", force)
+    timings["classify_train_s"] = time.perf_counter() - t0
+
+    # 5. Maps and evaluation.
+    t0 = time.perf_counter()
+    legend = Legend.from_config("urban")
+    classify_metrics: dict[str, dict[str, Any]] = {"latest": {}, "early": {}}
+    per_period_input = {
+        "s2_10m": {latest: stms["sentinel2"][latest]},
+        "sr_10m": sr_feats,
+        "landsat_30m_nn": nn_feats,
+        "pixel_sr_10m": sr_feats,
+    }
+    map_paths: dict[str, dict[str, Path]] = {}
+    for name, ckpt in cls_ckpts.items():
+        model = load_checkpoint(ckpt)
+        map_paths[name] = {}
+        for y, raster in per_period_input[name].items():
+            if y not in (latest, early) and name != "sr_10m":
+                continue
+            dst = maps_dir / f"{name}_{y}.tif"
+            if force or not dst.exists():
+                classify_raster(
+                    model.net,
+                    raster,
+                    dst,
+                    model.bands,
+                    model.mean,
+                    model.std,
+                    legend,
+                    int(model.meta["halo"]),
+                    progress=progress,
+                    probabilities=name == "sr_10m" and y == latest,
+                )
+            map_paths[name][y] = dst
+            for key, year in (("latest", latest), ("early", early)):
+                if y == year:
+                    res = M.evaluate_at_points(dst, points[year], legend)
+                    classify_metrics[key][name] = {
+                        k: res[k] for k in ("oa", "macro_f1", "kappa", "f1", "n", "confusion")
+                    }
+    timings["maps_s"] = time.perf_counter() - t0
+
+    # Area-adjusted accuracy of the latest SR map on the held-out block.
+    r0, c0, r1, c1 = world.test_block_10m
+    sr_map, _ = M.read_map(map_paths["sr_10m"][latest])
+    truth, _ = M.read_map(world.root / world.truth[int(latest)])
+    area_acc = M.stratified_area_accuracy(
+        sr_map[r0:r1, c0:c1],
+        truth[r0:r1, c0:c1],
+        legend,
+        per_class=50 if tiny else 100,
+        pixel_area=0.01,
+        seed=0,
+    )
+    areas = M.class_areas(map_paths["sr_10m"], legend, 0.01)
+    truth_areas = M.class_areas({y: world.root / world.truth[int(y)] for y in years}, legend, 0.01)
+    with open(out_dir / "class_areas.csv", "w") as f:
+        f.write("period," + ",".join(legend.names) + "\n")
+        for y in years:
+            f.write(y + "," + ",".join(f"{areas[y][n]:.2f}" for n in legend.names) + "\n")
+
+    # Figures.
+    M.areas_chart(areas, legend, figs / "class_areas.png")
+    M.maps_gif(map_paths["sr_10m"], legend, out_dir / "change.gif")
+    first = M.read_map(map_paths["sr_10m"][years[0]])[0]
+    change = M.change_map(first, sr_map, legend)
+    from bsrlc.raster import write_cog
+
+    with rasterio.open(map_paths["sr_10m"][latest]) as src:
+        write_cog(
+            maps_dir / f"change_{years[0]}_{latest}.tif",
+            change,
+            crs=src.crs,
+            transform=src.transform,
+            nodata=0,
+            descriptions=["FROM_X16_PLUS_TO"],
+        )
+    panels = []
+    for y in years:
+        panels.append((f"truth {y}", M.read_map(world.root / world.truth[int(y)])[0]))
+        panels.append((f"SR map {y}", M.read_map(map_paths["sr_10m"][y])[0]))
+    M.maps_figure(panels, legend, figs / "maps_vs_truth.png", cols=4)
+    block = (slice(r0, r1), slice(c0, c1))
+    lr_block = (slice(r0 // 3, r1 // 3), slice(c0 // 3, c1 // 3))
+    inputs_fig = [
+        (
+            "Landsat STM 30 m (NN)",
+            np.repeat(np.repeat(_rgb(stms["landsat"][latest], lr_block), 3, 0), 3, 1),
+        ),
+        ("super-resolved 10 m", _rgb(sr_feats[latest], block)),
+        ("Sentinel-2 STM 10 m", _rgb(stms["sentinel2"][latest], block)),
+        ("truth", truth[block]),
+    ]
+    for name in ("landsat_30m_nn", "sr_10m", "s2_10m", "pixel_sr_10m"):
+        inputs_fig.append((f"map: {name}", M.read_map(map_paths[name][latest])[0][block]))
+    M.maps_figure(inputs_fig, legend, figs / "held_out_block.png", cols=4)
+    from bsrlc.evaluation.figures import confusion_figure
+
+    import imageio.v3 as iio
+
+    for name, res in classify_metrics["latest"].items():
+        iio.imwrite(
+            figs / f"confusion_{name}.png",
+            confusion_figure(np.array(res["confusion"]), legend.names, f"{name}, {latest}"),
+        )
+    panel_pngs = sorted((runs / "sr" / "panels").glob("val_panel_*.png"))
+    if panel_pngs:
+        shutil.copy(panel_pngs[-1], figs / "sr_panel.png")
+
+    # Metrics contract.
+    def sr_keys(prefix: str) -> dict[str, float]:
+        return {k: float(sr_metrics[f"test/{prefix}{k}"]) for k in ("psnr", "ssim", "sam", "ergas")}
+
+    metrics = {
+        "sr": {
+            "model": sr_keys(""),
+            "bicubic": sr_keys("bicubic_"),
+            "bicubic_harmonised": sr_keys("bicubic_harmonised_"),
+        },
+        "classify": {
+            period: {
+                name: {k: float(v[k]) for k in ("oa", "macro_f1", "kappa")}
+                for name, v in per.items()
+            }
+            for period, per in classify_metrics.items()
+        },
+        "area_adjusted": area_acc.to_dict(),
+        "periods": {"latest": latest, "early": early},
+    }
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "report.md").write_text(
+        _report(world, metrics, classify_metrics, area_acc, areas, truth_areas, legend, years)
+    )
+    del torch
+    log.info("demo finished in %.0f s -> %s", timings["total_s"], out_dir)
+    return metrics
+
+
+def _report(world, metrics, classify_metrics, area_acc, areas, truth_areas, legend, years) -> str:
+    sr = metrics["sr"]
+    lines = [
+        f"# bsrlc demo report ({world.spec.size} x {world.spec.size} px world, seed {world.spec.seed})",
+        "",
+        "Produced by `make demo` (`python -m bsrlc.demo`). Every number below is measured on the",
+        "held-out test block, which no training step reads. Timings: "
+        + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items())
+        + ".",
+        "",
+        "## Super-resolution (Landsat STM 30 m -> 10 m, latest period, held-out block)",
+        "",
+        "| method | PSNR (dB) | SSIM | SAM (deg) | ERGAS |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("model", "bicubic", "bicubic_harmonised"):
+        m = sr[name]
+        lines.append(
+            f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['sam']:.2f} | {m['ergas']:.2f} |"
+        )
+    gain = sr["model"]["psnr"] - sr["bicubic_harmonised"]["psnr"]
+    lines += [
+        "",
+        f"PSNR gain over bicubic + per-band linear harmonisation: {gain:+.2f} dB. ",
+        "`bicubic_harmonised` fits a gain and offset per band on training patches (the honest",
+        "baseline: the model also learns the Landsat/Sentinel-2 sensor difference).",
+        "",
+        "![SR panel](figures/sr_panel.png)",
+        "",
+        "## Classification on the held-out block",
+        "",
+        "| input | period | OA | macro F1 | kappa | test points |",
+        "|---|---|---|---|---|---|",
+    ]
+    for period, per in classify_metrics.items():
+        year = metrics["periods"][period]
+        for name, v in per.items():
+            lines.append(
+                f"| {name} | {period} ({year}) | {v['oa']:.3f} | {v['macro_f1']:.3f} | "
+                f"{v['kappa']:.3f} | {v['n']} |"
+            )
+    lines += [
+        "",
+        "Classifiers are trained on the latest period's points and applied unchanged to the",
+        "earlier period (no Sentinel-2 then; `s2_10m` has no early row).",
+        "",
+        "![held-out block](figures/held_out_block.png)",
+        "",
+        "## Area-adjusted accuracy of the latest SR map (held-out block)",
+        "",
+        "Stratified random sample by mapped class, reference labels from the truth map,",
+        "estimators of Olofsson et al. (2014); areas in hectares with 95% confidence intervals.",
+        "",
+        area_acc.to_markdown("ha"),
+        "## Maps over time (SR classifier)",
+        "",
+        "| period | " + " | ".join(legend.names) + " |",
+        "|---|" + "---|" * len(legend),
+    ]
+    for y in years:
+        mapped = " | ".join(f"{areas[y][n]:,.1f} ({truth_areas[y][n]:,.1f})" for n in legend.names)
+        lines.append(f"| {y} | {mapped} |")
+    lines += [
+        "",
+        "Mapped area in ha (truth in brackets). Maps: `maps/sr_10m_YYYY.tif`; change between the",
+        f"first and last period: `maps/change_{years[0]}_{years[-1]}.tif`; animation: `change.gif`.",
+        "",
+        "![class areas](figures/class_areas.png)",
+        "",
+        "![maps vs truth](figures/maps_vs_truth.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    """Run the demo workflow.
+    """Run the demo workflow from the command line.
 
     Args:
         argv: command-line arguments (default: ``sys.argv``).
@@ -69,17 +466,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bsrlc.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="demo", choices=["demo", "tiny"])
     ap.add_argument("--data-dir", default="data", type=Path)
-    ap.add_argument("--out-dir", default="outputs", type=Path)
+    ap.add_argument("--out-dir", default=None, type=Path, help="default: outputs/<size>")
+    ap.add_argument("--force", action="store_true", help="redo every step")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    t0 = time.perf_counter()
-    world = generate(args.size, args.data_dir / args.size)
-    stms = build_stms(world, progress=not args.no_progress)
-    for sensor, paths in stms.items():
-        for label, path in paths.items():
-            log.info("STM %s %s: %s", sensor, label, path)
-    log.info("demo finished in %.0f s", time.perf_counter() - t0)
+    out = args.out_dir or Path("outputs") / args.size
+    run(args.size, args.data_dir, out, force=args.force, progress=not args.no_progress)
 
 
 if __name__ == "__main__":
