@@ -1,0 +1,301 @@
+"""Export a checkpoint to a self-contained model bundle: ``python -m bsrlc.export``.
+
+A bundle is a folder (optionally zipped) with:
+
+- ``model.onnx``: the network with dynamic batch, height and width (opset >= 17). SR
+  generators map normalised LR to normalised HR; classifiers are exported in their dense form
+  (a tile with a halo in, one score per pixel out).
+- ``weights.safetensors``: the same weights for PyTorch, loaded without unpickling anything.
+- ``metadata.json``: everything inference needs (task, input bands in order, normalisation,
+  scale, patch size and halo / receptive field, legend, the network's constructor config),
+  the resolved training config, the package version and a content hash over all of it. A
+  bundle whose hash does not match refuses to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bsrlc import __version__
+from bsrlc.errors import InputError
+from bsrlc.inference.loading import LoadedModel, build_from_config, load_checkpoint
+
+log = logging.getLogger("bsrlc.export")
+
+OPSET = 17
+FILES = ("model.onnx", "weights.safetensors", "metadata.json")
+
+
+class DenseClassifier(nn.Module):
+    """Wrap a centre-patch classifier so ``forward`` is its dense form (for ONNX)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Dense logits.
+
+        Args:
+            x: (B, C, H + 2*halo, W + 2*halo).
+
+        Returns:
+            (B, K, H, W).
+        """
+        return self.net.forward_dense(x)
+
+
+def _digest(folder: Path, metadata: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for name in FILES[:2]:
+        h.update(name.encode())
+        h.update(hashlib.sha256((folder / name).read_bytes()).digest())
+    meta = {k: v for k, v in metadata.items() if k != "content_hash"}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _example_input(model: LoadedModel) -> Tensor:
+    c = len(model.bands)
+    if model.task == "sr":
+        return torch.randn(1, c, 24, 24)
+    halo = int(model.meta.get("halo", 0))
+    return torch.randn(1, c, 16 + 2 * halo, 20 + 2 * halo)
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    zip_bundle: bool = False,
+    opset: int = OPSET,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Write a model bundle from a Lightning checkpoint.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``train.py``.
+        out_dir: the bundle folder (replaced atomically).
+        zip_bundle: also write ``<out_dir>.zip``.
+        opset: the ONNX opset (>= 17).
+        check: compare ONNX Runtime with PyTorch on random input.
+        atol: the tolerance of that comparison.
+
+    Returns:
+        The bundle folder (or zip).
+
+    Raises:
+        InputError: if the networks disagree beyond ``atol``.
+    """
+    from safetensors.torch import save_file
+
+    model = load_checkpoint(checkpoint)
+    out_dir = Path(out_dir)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    net = model.net.eval()
+    export_net: nn.Module = net
+    if model.task == "classify":
+        if not hasattr(net, "forward_dense"):
+            raise InputError(
+                f"{checkpoint}: this classifier has no dense form (padded variant); export a "
+                "valid-conv centre-patch model, or run it with backend=torch"
+            )
+        export_net = DenseClassifier(net).eval()
+    tmp = Path(
+        tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent if out_dir.parent.exists() else None)
+    )
+    try:
+        x = _example_input(model)
+        torch.onnx.export(
+            export_net,
+            (x,),
+            str(tmp / "model.onnx"),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={
+                "input": {0: "batch", 2: "height", 3: "width"},
+                "output": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
+            opset_version=max(opset, OPSET),
+            dynamo=False,
+        )
+        save_file(
+            {k: v.contiguous() for k, v in net.state_dict().items()}, tmp / "weights.safetensors"
+        )
+        metadata = {
+            "format": "bsrlc-bundle/1",
+            "task": model.task,
+            "bands": model.bands,
+            "mean": model.mean,
+            "std": model.std,
+            "input_scale": 1e-4,
+            "scale": model.meta.get("scale"),
+            "receptive_field": model.meta.get("receptive_field"),
+            "patch_size": model.meta.get("patch_size"),
+            "halo": model.meta.get("halo"),
+            "legend": model.meta.get("legend"),
+            "network": model.config,
+            "training_config": ckpt.get("hyper_parameters", {}),
+            "bsrlc_version": __version__,
+            "source_checkpoint": Path(checkpoint).name,
+            "onnx_opset": max(opset, OPSET),
+        }
+        metadata["content_hash"] = _digest(tmp, metadata)
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        if check:
+            diff = check_onnx(tmp, export_net)
+            log.info("ONNX Runtime vs PyTorch: max abs diff %.2e", diff)
+            if diff > atol:
+                raise InputError(f"{checkpoint}: ONNX output differs from PyTorch by {diff:.2e}")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if zip_bundle:
+        zip_path = out_dir.with_suffix(".zip")
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+            for name in FILES:
+                z.write(out_dir / name, name)
+        return zip_path
+    return out_dir
+
+
+def check_onnx(folder: Path, reference: nn.Module, seed: int = 0) -> float:
+    """Max abs difference between ONNX Runtime and PyTorch on random inputs of two sizes.
+
+    Args:
+        folder: the bundle folder.
+        reference: the PyTorch module that was exported.
+        seed: random seed.
+
+    Returns:
+        The largest absolute difference.
+    """
+    import onnxruntime as ort
+
+    meta = json.loads((folder / "metadata.json").read_text())
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(seed)
+    halo = int(meta.get("halo") or 0) if meta["task"] == "classify" else 0
+    worst = 0.0
+    for h, w in ((20, 28), (33, 17)):
+        x = torch.randn(2, len(meta["bands"]), h + 2 * halo, w + 2 * halo, generator=g)
+        with torch.no_grad():
+            ref = reference(x).numpy()
+        out = session.run(None, {"input": x.numpy()})[0]
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle.
+
+    Attributes:
+        path: where it came from.
+        metadata: the parsed ``metadata.json``.
+        folder: the folder holding the files (extracted for zips).
+    """
+
+    path: Path
+    metadata: dict[str, Any]
+    folder: Path
+
+    def torch_model(self, device: str = "cpu") -> LoadedModel:
+        """The network rebuilt from its config with the safetensors weights.
+
+        Args:
+            device: torch device.
+
+        Returns:
+            The loaded model.
+        """
+        from safetensors.torch import load_file
+
+        m = self.metadata
+        net = build_from_config(dict(m["network"]))
+        net.load_state_dict(load_file(self.folder / "weights.safetensors"))
+        meta = {k: m.get(k) for k in ("scale", "receptive_field", "patch_size", "halo", "legend")}
+        return LoadedModel(
+            net.eval().to(device),
+            m["task"],
+            m["bands"],
+            m["mean"],
+            m["std"],
+            {**meta, "task": m["task"]},
+            dict(m["network"]),
+        )
+
+    def onnx_session(self) -> Any:
+        """An ONNX Runtime session of the bundle's network.
+
+        Returns:
+            ``onnxruntime.InferenceSession``.
+        """
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        return ort.InferenceSession(str(self.folder / "model.onnx"), providers=providers)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Open a bundle folder or zip and verify its content hash.
+
+    Args:
+        path: the bundle.
+
+    Returns:
+        The bundle.
+
+    Raises:
+        InputError: if files are missing or the hash does not match (tampered or corrupt).
+    """
+    path = Path(path)
+    folder = path
+    if path.suffix == ".zip":
+        folder = Path(tempfile.mkdtemp(prefix="bsrlc-bundle-"))
+        with zipfile.ZipFile(path) as z:
+            z.extractall(folder)
+    missing = [f for f in FILES if not (folder / f).exists()]
+    if missing:
+        raise InputError(f"{path}: not a bsrlc bundle (missing {', '.join(missing)}); re-export it")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    if metadata.get("content_hash") != _digest(folder, metadata):
+        raise InputError(
+            f"{path}: content hash does not match metadata.json; the bundle was modified or is "
+            "corrupt, re-export it with python -m bsrlc.export"
+        )
+    return Bundle(path, metadata, folder)
+
+
+def _main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from bsrlc.config import conf_dir
+    from bsrlc.errors import exit_on_user_error
+
+    @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
+    @exit_on_user_error
+    def main(cfg: DictConfig) -> None:
+        out = export_bundle(cfg.checkpoint, cfg.out_dir, bool(cfg.zip), int(cfg.opset))
+        print(out)
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,296 @@
+"""Prediction over rasters and periods: super-resolve, classify, summarise change.
+
+Used by ``predict.py`` (``conf/predict.yaml``). Models come from a checkpoint or a bundle and run
+with PyTorch or ONNX Runtime. Every output is written atomically; outputs that exist are
+skipped unless ``overwrite=true``, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bsrlc.data.legend import Legend
+from bsrlc.errors import ConfigError, InputError
+from bsrlc.inference.loading import LoadedModel, load_checkpoint
+from bsrlc.raster import band_indices, raster_info
+
+log = logging.getLogger("bsrlc.predict")
+
+
+class OnnxModule(nn.Module):
+    """An ONNX Runtime session behind the nn.Module interface the tilers use.
+
+    Args:
+        session: the inference session.
+        dense: expose ``forward_dense`` (classifiers).
+        receptive_field: the network's receptive field (SR overlap).
+    """
+
+    def __init__(self, session: Any, dense: bool, receptive_field: int | None) -> None:
+        super().__init__()
+        self.session = session
+        self.receptive_field = receptive_field
+        self._dense = dense
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run the session.
+
+        Args:
+            x: the input batch.
+
+        Returns:
+            The output batch.
+        """
+        out = self.session.run(None, {"input": x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out).to(x.device)
+
+    def forward_dense(self, x: Tensor) -> Tensor:
+        """Dense classification (the bundle's network is already dense).
+
+        Args:
+            x: (B, C, H + 2 halo, W + 2 halo).
+
+        Returns:
+            (B, K, H, W).
+        """
+        return self.forward(x)
+
+
+def load_model(path: str | Path, backend: str = "torch", device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint (``.ckpt``) or a bundle (folder or ``.zip``).
+
+    Args:
+        path: the model.
+        backend: ``torch`` or ``onnxruntime`` (bundles only).
+        device: torch device.
+
+    Returns:
+        The model with its metadata.
+
+    Raises:
+        ConfigError: for an unknown backend or onnxruntime with a checkpoint.
+    """
+    if backend not in {"torch", "onnxruntime"}:
+        raise ConfigError(f"backend={backend}: use torch or onnxruntime")
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        if backend != "torch":
+            raise ConfigError(f"{path}: onnxruntime needs a bundle; export one with bsrlc.export")
+        return load_checkpoint(path, device)
+    from bsrlc.export import load_bundle
+
+    if not path.exists():
+        raise InputError(f"{path}: model not found; give model= a .ckpt or a bundle")
+    bundle = load_bundle(path)
+    model = bundle.torch_model(device)
+    if backend == "onnxruntime":
+        model.net = OnnxModule(  # type: ignore[assignment]
+            bundle.onnx_session(),
+            dense=model.task == "classify",
+            receptive_field=bundle.metadata.get("receptive_field"),
+        )
+    return model
+
+
+@dataclass
+class PeriodInput:
+    """One raster to predict.
+
+    Attributes:
+        path: the raster.
+        label: its period label (a year found in the name, else the file stem).
+    """
+
+    path: Path
+    label: str
+
+
+def find_inputs(inputs: str | Path | Sequence[str | Path]) -> list[PeriodInput]:
+    """Expand a raster, a folder of rasters or a list into labelled inputs, sorted by label.
+
+    Args:
+        inputs: what the user gave as ``input=``.
+
+    Returns:
+        The inputs.
+
+    Raises:
+        InputError: if nothing is found.
+    """
+    paths: list[Path] = []
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(p.glob("*.tif")))
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise InputError(f"{p}: input raster or folder not found; fix input=")
+    if not paths:
+        raise InputError(f"{inputs}: no .tif raster found; fix input=")
+    out = []
+    for p in paths:
+        years = re.findall(r"(?<!\d)(19\d\d|20\d\d)(?!\d)", p.stem)
+        out.append(PeriodInput(p, years[-1] if years else p.stem))
+    return sorted(out, key=lambda i: i.label)
+
+
+def check_bands(model: LoadedModel, raster: Path, what: str) -> None:
+    """Fail in one line if the raster lacks a band the model needs.
+
+    Args:
+        model: the model.
+        raster: the input raster.
+        what: the model's role, for the message.
+
+    Raises:
+        InputError: naming the missing bands.
+    """
+    info = raster_info(raster)
+    try:
+        band_indices(info, model.bands)
+    except InputError as err:
+        raise InputError(f"{err} (the {what} model needs {len(model.bands)} bands)") from None
+
+
+def predict(cfg: Any) -> dict[str, Any]:
+    """Run the configured pipeline over every input.
+
+    Args:
+        cfg: the composed ``conf/predict.yaml``.
+
+    Returns:
+        ``{"sr": {label: path}, "maps": {label: path}, "summary": {...}}``.
+    """
+    from bsrlc.inference.dense import classify_raster
+    from bsrlc.inference.sr import super_resolve_raster
+
+    pipeline = str(cfg.pipeline)
+    if pipeline not in {"sr", "classify", "sr+classify"}:
+        raise ConfigError(f"pipeline={pipeline}: use sr, classify or sr+classify")
+    out_dir = Path(cfg.out_dir)
+    inputs = find_inputs(cfg.input if isinstance(cfg.input, str) else list(cfg.input))
+    device = str(cfg.device)
+    sr_model = cls_model = None
+    if pipeline == "sr":
+        sr_model = load_model(cfg.model, cfg.backend, device)
+    elif pipeline == "classify":
+        cls_model = load_model(cfg.model, cfg.backend, device)
+    else:
+        if not cfg.get("sr_model"):
+            raise ConfigError("pipeline=sr+classify needs sr_model= (the SR checkpoint or bundle)")
+        sr_model = load_model(cfg.sr_model, cfg.backend, device)
+        cls_model = load_model(cfg.model, cfg.backend, device)
+    for m, role in ((sr_model, "sr"), (cls_model, "classify")):
+        if m is not None and m.task != role:
+            raise ConfigError(f"the {role} model is a {m.task} model; check model=/sr_model=")
+    results: dict[str, Any] = {"sr": {}, "maps": {}}
+    for item in inputs:
+        src = item.path
+        if sr_model is not None:
+            check_bands(sr_model, src, "SR")
+            dst = out_dir / f"{src.stem}_sr.tif"
+            if dst.exists() and not cfg.overwrite:
+                log.info("%s exists; skipped", dst)
+            else:
+                super_resolve_raster(
+                    sr_model.net,
+                    src,
+                    dst,
+                    sr_model.bands,
+                    int(sr_model.meta["scale"]),
+                    sr_model.mean,
+                    sr_model.std,
+                    tile=int(cfg.sr_tile),
+                    device=device,
+                    overwrite=True,
+                    progress=bool(cfg.progress),
+                )
+            results["sr"][item.label] = dst
+            src = dst
+        if cls_model is not None:
+            check_bands(cls_model, src, "classification")
+            dst = out_dir / f"{item.path.stem}_map.tif"
+            if dst.exists() and not cfg.overwrite:
+                log.info("%s exists; skipped", dst)
+            else:
+                classify_raster(
+                    cls_model.net,
+                    src,
+                    dst,
+                    cls_model.bands,
+                    cls_model.mean,
+                    cls_model.std,
+                    Legend.from_config(cls_model.meta["legend"]),
+                    int(cls_model.meta["halo"]),
+                    tile=int(cfg.tile),
+                    probabilities=bool(cfg.probabilities),
+                    device=device,
+                    overwrite=True,
+                    progress=bool(cfg.progress),
+                )
+            results["maps"][item.label] = dst
+    if cls_model is not None and len(results["maps"]) > 1:
+        results["summary"] = summarise(
+            results["maps"],
+            Legend.from_config(cls_model.meta["legend"]),
+            out_dir,
+            cfg.get("change"),
+        )
+    return results
+
+
+def summarise(
+    maps: dict[str, Path], legend: Legend, out_dir: Path, change: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Class areas per period (CSV, chart), a change map between two periods, a GIF.
+
+    Args:
+        maps: period label -> class map.
+        legend: the legend.
+        out_dir: where to write.
+        change: the two periods to compare (default: first and last).
+
+    Returns:
+        Paths of what was written and the areas.
+    """
+    import rasterio
+
+    from bsrlc.evaluation import maps as M
+    from bsrlc.raster import write_cog
+
+    with rasterio.open(next(iter(maps.values()))) as src:
+        pixel_ha = abs(src.transform.a * src.transform.e) / 10_000
+        crs, transform = src.crs, src.transform
+    areas = M.class_areas(maps, legend, pixel_ha)
+    csv = out_dir / "class_areas.csv"
+    with open(csv, "w") as f:
+        f.write("period," + ",".join(legend.names) + "\n")
+        for label, per in areas.items():
+            f.write(label + "," + ",".join(f"{per[n]:.2f}" for n in legend.names) + "\n")
+    chart = M.areas_chart(areas, legend, out_dir / "class_areas.png")
+    labels = list(maps)
+    a, b = list(change) if change else [labels[0], labels[-1]]
+    if a not in maps or b not in maps:
+        raise ConfigError(f"change={[a, b]}: periods must be among {labels}")
+    diff = M.change_map(M.read_map(maps[a])[0], M.read_map(maps[b])[0], legend)
+    change_path = write_cog(
+        out_dir / f"change_{a}_{b}.tif",
+        diff,
+        crs=crs,
+        transform=transform,
+        nodata=0,
+        descriptions=["FROM_X16_PLUS_TO"],
+    )
+    gif = M.maps_gif(maps, legend, out_dir / "maps.gif")
+    return {"areas": areas, "csv": csv, "chart": chart, "change": change_path, "gif": gif}

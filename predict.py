@@ -1,0 +1,29 @@
+"""Predict: ``python predict.py model=CKPT_OR_BUNDLE input=RASTER_OR_DIR out_dir=DIR``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from bsrlc.config import conf_dir
+from bsrlc.errors import exit_on_user_error
+
+
+@hydra.main(version_base="1.3", config_path=f"{conf_dir()}/predict", config_name="predict")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    """Run the prediction pipeline.
+
+    Args:
+        cfg: the composed config.
+    """
+    from bsrlc.predict import predict
+
+    results = predict(cfg)
+    for kind in ("sr", "maps"):
+        for label, path in results[kind].items():
+            print(f"{kind} {label}: {path}")
+
+
+if __name__ == "__main__":
+    main()
