@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from bsrlc.errors import InputError
@@ -92,7 +93,10 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     if not path.exists():
         raise InputError(f"{path}: file not found; check the path in your config or command line")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():
+            # a missing CRS/transform is reported by raster_info with its fix, not as a warning
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
     except RasterioIOError as err:
         msg = str(err).splitlines()[0] if str(err) else "unreadable"
         raise InputError(

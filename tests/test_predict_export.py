@@ -1,0 +1,150 @@
+"""Dense maps, bundles and predict.py on the tiny world: seams, equality, safety, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from bsrlc.data.legend import Legend
+from bsrlc.errors import InputError
+from bsrlc.export import export_bundle, load_bundle
+from bsrlc.inference.dense import classify_raster
+from bsrlc.inference.loading import load_checkpoint
+from bsrlc.models.centre_patch import CentrePatchCNN, extract_patches
+from bsrlc.training import train
+from tests.conftest import compose_train
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tiny_world, tiny_stms):
+    root = tmp_path_factory.mktemp("ckpts")
+    sr_cfg = compose_train(
+        [
+            "experiment=sr_demo",
+            f"data.lr_path={tiny_stms['landsat']['2019']}",
+            f"data.hr_path={tiny_stms['sentinel2']['2019']}",
+            f"data.test_region={tiny_world.root / 'regions.geojson'}",
+            "data.patch_size=16", "data.batch_size=4", "data.samples_per_epoch=8",
+            "data.cache_dir=null", "logger=csv", "trainer.max_steps=2", "model.discriminator=null",
+            "model.generator.channels=8", "model.generator.n_blocks=1", "test=false",
+        ],
+        root / "sr",
+    )
+    train(sr_cfg)
+    cls_cfg = compose_train(
+        [
+            "experiment=classify_demo",
+            f"data.raster={tiny_stms['sentinel2']['2019']}",
+            f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
+            "data.cache_dir=null", "data.block_size=32", "logger=csv", "trainer.max_epochs=1",
+            "model.net.channels=[8,8,8,8,8,8]", "test=false",
+        ],
+        root / "cls",
+    )
+    train(cls_cfg)
+    return root / "sr" / "checkpoints" / "last.ckpt", root / "cls" / "checkpoints" / "last.ckpt"
+
+
+def test_tiled_map_equals_one_pass_and_per_patch(tmp_path, tiny_stms, checkpoints):
+    model = load_checkpoint(checkpoints[1])
+    legend = Legend.from_config(model.meta["legend"])
+    src = tiny_stms["sentinel2"]["2019"]
+    args = (model.bands, model.mean, model.std, legend, model.meta["halo"])
+    tiled = classify_raster(model.net, src, tmp_path / "t.tif", *args, tile=50, progress=False,
+                            probabilities=True)
+    whole = classify_raster(model.net, src, tmp_path / "w.tif", *args, tile=1024, progress=False)
+    with rasterio.open(tiled) as a, rasterio.open(whole) as b, rasterio.open(src) as s:
+        assert np.array_equal(a.read(), b.read())  # no seams
+        assert a.transform == s.transform and a.crs == s.crs
+        assert a.colormap(1)[1][:3] == (230, 25, 75) and a.nodata == 0
+        codes = a.read(1)
+    assert set(np.unique(codes)) <= {1, 2, 3, 4}
+    with rasterio.open(tmp_path / "t_proba.tif") as p:
+        proba = p.read().astype(int)
+    assert p.count == 5 and np.all(np.abs(proba[:4].sum(0) - 254) <= 4)
+
+
+def test_dense_attention_map_matches_patches():
+    torch.manual_seed(0)
+    net = CentrePatchCNN(4, 3, channels=(8, 8, 8, 8), attention=True, attn_dim=16).eval()
+    tile = torch.randn(4, 12 + 14, 9 + 14)
+    with torch.no_grad():
+        dense = net.forward_dense(tile[None])[0]
+        per = net(extract_patches(tile, 15)).T.reshape(3, 12, 9)
+    assert (dense - per).abs().max() < 1e-4
+
+
+def test_bundles_match_pytorch_and_refuse_tampering(tmp_path, checkpoints):
+    for ckpt, name in zip(checkpoints, ("sr", "cls"), strict=True):
+        out = export_bundle(ckpt, tmp_path / name)
+        meta = json.loads((out / "metadata.json").read_text())
+        assert meta["onnx_opset"] >= 17 and meta["bands"] and meta["mean"]
+        bundle = load_bundle(out)
+        model = bundle.torch_model()
+        ref = load_checkpoint(ckpt)
+        x = torch.randn(1, len(meta["bands"]), 30, 30)
+        with torch.no_grad():
+            a = model.net.forward_dense(x) if name == "cls" else model.net(x)
+            b = ref.net.forward_dense(x) if name == "cls" else ref.net(x)
+            onnx = bundle.onnx_session().run(None, {"input": x.numpy()})[0]
+        assert torch.allclose(a, b)
+        assert np.abs(onnx - a.numpy()).max() < 1e-4
+    meta = json.loads((tmp_path / "cls" / "metadata.json").read_text())
+    meta["mean"][0] += 0.1
+    (tmp_path / "cls" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="content hash does not match"):
+        load_bundle(tmp_path / "cls")
+
+
+def test_checkpoints_load_without_unpickling(tmp_path, checkpoints):
+    ckpt = torch.load(checkpoints[0], weights_only=True)  # raises if it needs arbitrary objects
+    assert ckpt["bsrlc"]["task"] == "sr"
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a loadable bsrlc checkpoint"):
+        load_checkpoint(tmp_path / "bad.ckpt")
+
+
+def _predict(*args):
+    return subprocess.run([sys.executable, "predict.py", *args, "progress=false"],
+                          capture_output=True, text=True)
+
+
+def test_predict_cli_periods_resume_and_bad_input(tmp_path, tiny_stms, checkpoints):
+    sr, cls = checkpoints
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for y in ("2007", "2019"):
+        (inputs / f"landsat_{y}.tif").symlink_to(tiny_stms["landsat"][y])
+    out = tmp_path / "out"
+    res = _predict(f"model={cls}", f"sr_model={sr}", f"input={inputs}", f"out_dir={out}",
+                   "pipeline=sr+classify")
+    assert res.returncode == 0, res.stderr
+    for name in ("landsat_2007_sr.tif", "landsat_2019_map.tif", "class_areas.csv",
+                 "class_areas.png", "change_2007_2019.tif", "maps.gif"):
+        assert (out / name).exists(), name
+    with rasterio.open(out / "landsat_2019_sr.tif") as s, rasterio.open(tiny_stms["landsat"]["2019"]) as l:
+        assert s.res == (10.0, 10.0) and (s.transform.c, s.transform.f) == (l.transform.c, l.transform.f)
+        assert s.width == 3 * l.width
+    mtime = (out / "landsat_2019_map.tif").stat().st_mtime_ns
+    again = _predict(f"model={cls}", f"sr_model={sr}", f"input={inputs}", f"out_dir={out}",
+                     "pipeline=sr+classify")
+    assert again.returncode == 0 and (out / "landsat_2019_map.tif").stat().st_mtime_ns == mtime
+    # bad input: a raster without the model's bands, a raster without CRS, a missing model
+    bad = _predict(f"model={cls}", f"input={tiny_stms['landsat']['2019']}".replace(
+        "landsat_2019", "landsat_2019"), f"out_dir={tmp_path / 'o2'}", "pipeline=classify")
+    assert bad.returncode == 0  # the Landsat STM has the bands: it runs (at 30 m)
+    with rasterio.open(tmp_path / "nocrs.tif", "w", driver="GTiff", width=8, height=8, count=1,
+                       dtype="int16") as dst:
+        dst.write(np.zeros((1, 8, 8), np.int16))
+    err = _predict(f"model={cls}", f"input={tmp_path / 'nocrs.tif'}", f"out_dir={tmp_path / 'o3'}")
+    assert err.returncode == 2 and "has no CRS" in err.stderr
+    assert len(err.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o3").exists() or not list((tmp_path / "o3").iterdir())
+    err = _predict(f"model={tmp_path / 'nope.ckpt'}", f"input={inputs}", f"out_dir={tmp_path / 'o4'}")
+    assert err.returncode == 2 and "checkpoint not found" in err.stderr
