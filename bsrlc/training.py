@@ -137,14 +137,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model <%s>", cfg.model._target_)
     model: L.LightningModule = instantiate(cfg.model, _recursive_=False)
     callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg) if cfg.get("train") else None
+    _reuse_wandb_id(cfg, ckpt_path)
     loggers: list[Logger] = instantiate_list(cfg.get("logger"), "logger")
+    _remember_wandb_id(cfg, loggers)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_hyperparameters(cfg, model, datamodule, loggers)
 
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, cfg))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
     fit_s = time.perf_counter() - t0
     if cfg.get("test"):
@@ -163,6 +166,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.finalize("success")
     return plain
+
+
+def _reuse_wandb_id(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """On resume, log to the same W&B run as the interrupted one (its id is kept on disk)."""
+    if not ckpt_path or not cfg.get("logger") or "wandb" not in cfg.logger:
+        return
+    id_file = Path(ckpt_path).parent.parent / "wandb_id.txt"
+    if id_file.exists() and not cfg.logger.wandb.get("id"):
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.logger.wandb.id = id_file.read_text().strip()
+            cfg.logger.wandb.resume = "allow"
+
+
+def _remember_wandb_id(cfg: DictConfig, loggers: list[Logger]) -> None:
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+            Path(cfg.paths.output_dir, "wandb_id.txt").write_text(str(lg.version))
 
 
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:

@@ -92,3 +92,27 @@ def test_train_cli_help_lists_groups():
     assert res.returncode == 0
     for group in ("experiment:", "trainer:", "logger:", "data:", "model:", "debug:"):
         assert group in res.stdout
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_with_the_same_wandb_run(tmp_path, tiny_world, tiny_stms):
+    base = [o for o in _sr_overrides(tiny_world, tiny_stms) if not o.startswith(("trainer.max_steps", "logger="))]
+    # no LR schedule tied to max_steps: the interrupted run must use the same config
+    base += ["logger=wandb", "trainer.val_check_interval=4", "test=false",
+             "model.panel_every_n_epochs=0", "model.scheduler_g=null"]
+    full = compose_train([*base, "trainer.max_steps=8"], tmp_path / "full")
+    train(full)
+    first = compose_train([*base, "trainer.max_steps=4"], tmp_path / "part")
+    train(first)
+    run_id = (tmp_path / "part" / "wandb_id.txt").read_text()
+    resumed = compose_train(
+        [*base, "trainer.max_steps=8", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path / "part",
+    )
+    train(resumed)
+    assert (tmp_path / "part" / "wandb_id.txt").read_text() == run_id  # the same W&B run
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
