@@ -1,4 +1,14 @@
-"""Losses for super-resolution and adversarial training."""
+"""Losses for super-resolution and adversarial training.
+
+Content (masked L1), spectral angle (SAM), LR consistency, adversarial (BCE with one-sided label
+smoothing, or hinge; separate generator and discriminator terms) and discriminator feature
+matching (the perceptual term: no pretrained VGG can be downloaded, and the discriminator's
+features are tuned to the very bands being super-resolved).
+
+Units: bsrlc normalises LR and HR with the *same* per-band statistics (the LR training mean and
+std, see :mod:`bsrlc.data.sr`), so L1 and LR consistency compare like with like in normalised
+units. SAM is not invariant to the mean subtraction of normalisation: give it reflectance.
+"""
 
 from __future__ import annotations
 
@@ -9,62 +19,128 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def spectral_angle(x: Tensor, y: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
-    """Per-pixel spectral angle (radians) between two (B, C, H, W) images, and a validity mask.
+def _denorm(x: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
+    if stats is None:
+        return x
+    mean, std = (torch.as_tensor(s, dtype=x.dtype, device=x.device) for s in stats)
+    return x * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
 
-    Pixels where either spectrum is all zero (nodata) are invalid: their angle is undefined.
-    The cosine is clamped inside (-1, 1) so the arccos gradient stays finite.
+
+def l1_content_loss(sr: Tensor, hr: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean absolute error, optionally over valid pixels only.
 
     Args:
-        x: predicted spectra.
-        y: reference spectra.
-        eps: numerical floor.
+        sr: (B, C, H, W) generated.
+        hr: (B, C, H, W) reference.
+        valid: optional (B, H, W) or (B, 1, H, W) bool mask of pixels to count.
+
+    Returns:
+        Scalar loss (0, with a gradient path, when no pixel is valid).
+    """
+    if valid is None:
+        return F.l1_loss(sr, hr)
+    w = valid.reshape(sr.shape[0], 1, *sr.shape[-2:]).to(sr.dtype)  # (B, 1, H, W)
+    n = w.sum() * sr.shape[1]
+    return ((sr - hr).abs() * w).sum() / n.clamp_min(1)
+
+
+def _safe_norm(x: Tensor, dim: int, eps: float) -> Tensor:
+    # sqrt(clamp(sum x^2, eps^2)): the clamp zeroes the gradient where the norm would be 0, so
+    # all-zero spectra give zero (not NaN) gradients.
+    return (x * x).sum(dim).clamp_min(eps * eps).sqrt()
+
+
+def spectral_angle(
+    x: Tensor, y: Tensor, eps: float = 1e-8, valid: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Per-pixel spectral angle (radians) between two (B, C, H, W) images, and a validity mask.
+
+    The angle is ``2 * atan2(|u - v|, |u + v|)`` of the unit spectra ``u``, ``v`` (Kahan's
+    formula): unlike ``acos`` of the cosine it keeps full precision and bounded gradients near
+    0, where a well-trained model's angles are. Pixels where either spectrum is all zero (nodata
+    after filling) or non-finite are invalid; their angle is 0 and passes no gradient.
+
+    Args:
+        x: predicted spectra (reflectance).
+        y: reference spectra (reflectance).
+        eps: norm below which a spectrum counts as all zero.
+        valid: optional (B, H, W) bool mask of pixels to keep (combined with the above).
 
     Returns:
         (angles (B, H, W), valid (B, H, W) bool).
     """
-    dot = (x * y).sum(1)
-    nx, ny = x.norm(dim=1), y.norm(dim=1)
-    valid = (nx > eps) & (ny > eps)
-    cos = dot / (nx * ny).clamp_min(eps)
-    angle = torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
-    return angle, valid
+    if x.dtype in (torch.float16, torch.bfloat16) or y.dtype in (torch.float16, torch.bfloat16):
+        x, y = x.float(), y.float()  # eps**2 underflows in half precision
+    finite = torch.isfinite(x).all(1) & torch.isfinite(y).all(1)  # (B, H, W)
+    x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+    y = torch.where(torch.isfinite(y), y, torch.zeros_like(y))
+    nx, ny = _safe_norm(x, 1, eps), _safe_norm(y, 1, eps)  # (B, H, W)
+    ok = finite & (nx > eps) & (ny > eps)
+    if valid is not None:
+        ok = ok & valid.reshape(ok.shape).bool()
+    u, v = x / nx.unsqueeze(1), y / ny.unsqueeze(1)  # (B, C, H, W) unit spectra
+    diff = _safe_norm(u - v, 1, eps)
+    summ = _safe_norm(u + v, 1, eps)
+    angle = 2 * torch.atan2(diff, summ)
+    angle = torch.where(ok, angle, torch.zeros_like(angle))
+    return angle, ok
 
 
-def spectral_angle_loss(x: Tensor, y: Tensor) -> Tensor:
-    """Mean spectral angle (radians) over valid pixels (reflectance, not normalised units).
+def spectral_angle_loss(x: Tensor, y: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean spectral angle (radians) over valid pixels; give reflectance, not normalised units.
 
     Args:
         x: (B, C, H, W) predicted reflectance.
         y: (B, C, H, W) reference reflectance.
+        valid: optional (B, H, W) bool mask of pixels to count.
 
     Returns:
-        Scalar loss (0 when no pixel is valid).
+        Scalar loss (0, with a zero gradient, when no pixel is valid).
     """
-    angle, valid = spectral_angle(x, y)
-    if not valid.any():
-        return x.sum() * 0
-    return angle[valid].mean()
+    angle, ok = spectral_angle(x, y, valid=valid)
+    return angle.sum() / ok.sum().clamp_min(1)
 
 
-def lr_consistency_loss(sr: Tensor, lr: Tensor, scale: int) -> Tensor:
-    """L1 between the SR output area-averaged back to LR and the LR input.
+def lr_consistency_loss(
+    sr: Tensor,
+    lr: Tensor,
+    scale: int,
+    sr_stats: tuple[Tensor, Tensor] | None = None,
+    lr_stats: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """L1 between the SR output area-averaged back to LR (avg-pool, kernel = stride = scale) and LR.
 
-    Both must be in the same units (bsrlc normalises LR and HR with the same statistics).
+    Both must be in the same units. bsrlc normalises LR and HR with the same statistics, so the
+    defaults compare normalised values directly (area averaging is linear, so this equals the
+    reflectance L1 divided by the band std). If LR and HR were normalised differently, pass
+    ``(mean, std)`` of each: both are then de-normalised to reflectance first.
+
+    Note that the LR here is Landsat and the SR aims at Sentinel-2: a small weight lets the
+    model keep the sensor difference it learns from the HR targets.
 
     Args:
         sr: (B, C, s*h, s*w).
         lr: (B, C, h, w).
         scale: s.
+        sr_stats: optional per-band (mean, std) the SR output is normalised with.
+        lr_stats: optional per-band (mean, std) the LR input is normalised with.
 
     Returns:
         Scalar loss.
+
+    Raises:
+        ValueError: if only one of ``sr_stats`` and ``lr_stats`` is given, or shapes mismatch.
     """
-    return F.l1_loss(F.avg_pool2d(sr, scale), lr)
+    if (sr_stats is None) != (lr_stats is None):
+        raise ValueError("give both sr_stats and lr_stats, or neither")
+    if sr.shape[-2] != lr.shape[-2] * scale or sr.shape[-1] != lr.shape[-1] * scale:
+        raise ValueError(f"SR {tuple(sr.shape)} is not {scale}x LR {tuple(lr.shape)}")
+    down = F.avg_pool2d(_denorm(sr, sr_stats), scale)  # (B, C, s*h, s*w) -> (B, C, h, w)
+    return F.l1_loss(down, _denorm(lr, lr_stats))
 
 
 def bce_generator_loss(fake_logits: Tensor) -> Tensor:
-    """Non-saturating GAN loss for the generator.
+    """Non-saturating GAN loss for the generator: BCE of the fake logits against 1.
 
     Args:
         fake_logits: discriminator logits on generated images.
@@ -78,15 +154,15 @@ def bce_generator_loss(fake_logits: Tensor) -> Tensor:
 def bce_discriminator_loss(
     real_logits: Tensor, fake_logits: Tensor, smoothing: float = 0.1
 ) -> Tensor:
-    """Discriminator BCE with one-sided label smoothing (real target ``1 - smoothing``).
+    """Discriminator BCE with one-sided label smoothing (real target ``1 - smoothing``, fake 0).
 
     Args:
         real_logits: logits on real images.
         fake_logits: logits on generated images.
-        smoothing: label smoothing of the real targets.
+        smoothing: label smoothing of the real targets (0.1 -> target 0.9).
 
     Returns:
-        Scalar loss.
+        Scalar loss (sum of the real and fake terms).
     """
     real = F.binary_cross_entropy_with_logits(
         real_logits, torch.full_like(real_logits, 1.0 - smoothing)
@@ -96,7 +172,7 @@ def bce_discriminator_loss(
 
 
 def hinge_generator_loss(fake_logits: Tensor) -> Tensor:
-    """Hinge GAN loss for the generator.
+    """Hinge GAN loss for the generator: ``-mean(D(fake))``.
 
     Args:
         fake_logits: logits on generated images.
@@ -108,7 +184,7 @@ def hinge_generator_loss(fake_logits: Tensor) -> Tensor:
 
 
 def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Hinge GAN loss for the discriminator.
+    """Hinge GAN loss for the discriminator: ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``.
 
     Args:
         real_logits: logits on real images.
@@ -123,15 +199,17 @@ def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor
 def feature_matching_loss(fake_feats: Sequence[Tensor], real_feats: Sequence[Tensor]) -> Tensor:
     """L1 between the discriminator's activations on generated and real images.
 
-    The perceptual term of bsrlc: no pretrained network (VGG) can be downloaded, and the
-    discriminator's features are tuned to the very bands being super-resolved.
-
     Args:
         fake_feats: per-stage activations on generated images.
         real_feats: the same on real images (treated as constants).
 
     Returns:
-        Scalar loss (mean over stages).
+        Scalar loss (mean over stages of each stage's mean absolute difference).
+
+    Raises:
+        ValueError: if no features are given.
     """
+    if len(fake_feats) == 0:
+        raise ValueError("feature_matching_loss needs at least one feature map")
     terms = [F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats, strict=True)]
     return torch.stack(terms).mean()

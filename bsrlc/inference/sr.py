@@ -1,0 +1,518 @@
+"""Tiled, streamed super-resolution of a Landsat STM raster (30 m) into a 10 m COG.
+
+The raster is processed in column strips (2048 LR columns by default), each strip one row of
+tiles at a time: the LR window of the tile row is read (rasterio windows), converted to
+reflectance, normalised, filled where it is nodata (with the band mean, i.e. 0 in normalised
+units, so no NaN reaches the network), padded at the raster border (reflect), super-resolved
+tile by tile (batched, ``torch.inference_mode``, eval mode) and blended with feathered overlaps
+(:mod:`bsrlc.inference.tiling`). Output rows are handed on as soon as no later tile touches
+them, in whole 256-row blocks, so memory is bounded by the tile and strip sizes, about
+``bands x (3 (tile + 2 feather) + 256) x 3 strip x 4`` bytes, whatever the raster size.
+
+The output has the input's CRS and top-left corner, a third of its pixel size (``transform``
+scaled by ``1 / scale``), the input band names, int16 reflectance x 10000 and nodata -32768
+wherever the LR pixel under it is nodata in any input band.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
+from torch import nn
+from tqdm.auto import tqdm
+
+from bsrlc.errors import ConfigError, InputError
+from bsrlc.inference.tiling import RowAccumulator, Span, TilePlan, default_blend, pad_border
+from bsrlc.raster import COGWriter, band_indices, open_raster, raster_info
+
+log = logging.getLogger(__name__)
+
+OUT_SCALE = 10000  # int16 reflectance x 10000, as the STMs
+OUT_NODATA = -32768
+FALLBACK_HALO = 32  # LR pixels read around each tile when the model has no receptive_field
+DEFAULT_FEATHER = 4  # LR pixels of feathered overlap beyond each tile core
+DEFAULT_STRIP = 2048  # LR columns per strip (bounds memory on wide rasters)
+BLOCK = 256  # output block size: rows are flushed, and strips cut, in whole blocks
+
+# (LR row start, row stop, col start, col stop) ->
+#     (reflectance (C, rows, cols) float32, nodata (rows, cols) bool), clipped to the raster
+WindowReader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def receptive_field(model: nn.Module) -> int | None:
+    """The model's receptive field in LR pixels, if it declares one.
+
+    Args:
+        model: a generator (bsrlc's expose ``receptive_field``).
+
+    Returns:
+        The receptive field, or None.
+    """
+    rf = getattr(model, "receptive_field", None)
+    return int(rf) if rf is not None else None
+
+
+def _output_bands(model: nn.Module, in_bands: int, scale: int, device: torch.device) -> int:
+    """Output band count: the ``out_bands`` attribute, or one tiny forward pass."""
+    out = getattr(model, "out_bands", None)
+    if out is not None:
+        return int(out)
+    with torch.inference_mode():
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        y = model(torch.zeros(1, in_bands, 8, 8, device=device, dtype=dtype))
+    if tuple(y.shape[-2:]) != (8 * scale, 8 * scale):
+        raise ConfigError(f"the model maps 8x8 pixels to {tuple(y.shape[-2:])}, not x{scale}")
+    return int(y.shape[1])
+
+
+def _halo_and_blend(rf: int | None, overlap: int | None, feather: int | None) -> tuple[int, int]:
+    """The context read around tiles and the feathered part of it."""
+    if overlap is None:
+        blend = DEFAULT_FEATHER if feather is None else feather
+        halo = (rf if rf is not None else FALLBACK_HALO) + blend
+    else:
+        halo = overlap
+        blend = default_blend(halo, rf, DEFAULT_FEATHER) if feather is None else feather
+    if halo < 0 or not 0 <= blend <= halo:
+        raise ConfigError(f"overlap={halo}, feather={blend}: need 0 <= feather <= overlap")
+    if rf is not None and halo - blend < rf:
+        log.warning(
+            "overlap %d - feather %d < receptive field %d: tile seams are feathered, not exact",
+            halo,
+            blend,
+            rf,
+        )
+    return halo, blend
+
+
+def super_resolve_stream(
+    model: nn.Module,
+    read: WindowReader,
+    height: int,
+    width: int,
+    scale: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    tile: int = 256,
+    overlap: int | None = None,
+    feather: int | None = None,
+    strip: int | None = DEFAULT_STRIP,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    border: str = "reflect",
+    ramp: str = "cosine",
+    align: int = 1,
+    chunk: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Super-resolve a raster given as a window reader, yielding finished output blocks.
+
+    Args:
+        model: the generator, normalised LR (B, C, h, w) -> normalised HR (B, C, s*h, s*w). It
+            is put in eval mode and moved to ``device``.
+        read: returns (reflectance (C, rows, cols) float32, nodata (rows, cols) bool) for an LR
+            window inside the raster.
+        height: LR rows.
+        width: LR columns.
+        scale: the resolution ratio s.
+        mean: per-band reflectance mean the model was trained with (LR and HR alike).
+        std: per-band reflectance std.
+        tile: tile core size in LR pixels.
+        overlap: LR pixels of context read around each core (the halo). Default: the model's
+            receptive field plus the feather, which makes tiling exact.
+        feather: LR pixels of feathered blending beyond each core. Default: 4 when the halo
+            leaves room (:func:`~bsrlc.inference.tiling.default_blend`).
+        strip: LR columns per strip (None: the whole width in one strip).
+        device: torch device.
+        batch_size: tiles per forward pass.
+        border: padding at the raster border, ``reflect`` or ``replicate``.
+        ramp: feathering ramp, ``cosine`` or ``linear``.
+        align: flush output rows in multiples of this (the writer's block height), except at
+            the end.
+        chunk: yield at most this many rows at a time.
+        progress: show a progress bar over tiles.
+
+    Yields:
+        (first HR row, first HR column, (C, rows, cols) float32 reflectance, (rows, cols) bool
+        nodata). The arrays are scratch buffers: use or copy them before the next block.
+
+    Raises:
+        ConfigError: for inconsistent statistics or sizes, or a model of another scale or band
+            count.
+    """
+    n_bands = len(mean)
+    if len(std) != n_bands:
+        raise ConfigError(f"{len(mean)} means but {len(std)} stds; give one per band")
+    if tile <= 0 or batch_size <= 0 or (strip is not None and strip <= 0):
+        raise ConfigError(f"tile={tile}, strip={strip}, batch_size={batch_size} must be positive")
+    model_scale = getattr(model, "scale", scale)
+    if int(model_scale) != scale:
+        raise ConfigError(f"the model upsamples x{model_scale} but scale={scale} was given")
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32  # e.g. a half model on GPU
+    out_bands = _output_bands(model, n_bands, scale, dev)
+    if out_bands != n_bands:
+        raise ConfigError(
+            f"the model outputs {out_bands} bands from {n_bands}; the output is de-normalised "
+            "with the input statistics, so it must output the bands it reads"
+        )
+    halo, blend = _halo_and_blend(receptive_field(model), overlap, feather)
+    plan = TilePlan(height, width, tile, halo, blend, ramp, strip)
+    mean_a = np.asarray(mean, np.float32)[:, None, None]  # (C, 1, 1)
+    std_a = np.asarray(std, np.float32)[:, None, None]
+    weights: dict[tuple[Span, int], np.ndarray] = {}
+
+    def weight(span: Span) -> np.ndarray:  # 1-D feathering weights, cached per span
+        key = (span, scale)
+        if key not in weights:
+            weights[key] = span.weight(scale, ramp).astype(np.float32)
+        return weights[key]
+
+    bar = tqdm(total=len(plan), unit="tile", desc="super-resolving", disable=not progress)
+    with torch.inference_mode(), bar:
+        for k, (x0, x1) in enumerate(plan.strips):
+            row_norm, col_norm = plan.weight_sums(k, scale)
+            capacity = scale * (min(tile, height) + 2 * blend) + align
+            acc = _Accumulator(n_bands, row_norm, col_norm, x0, x1, scale, capacity)
+            # the strip's LR columns read, padding included: [x0 - halo, x1 + halo)
+            c0, c1 = max(0, x0 - halo), min(width, x1 + halo)
+            pad_cols = (c0 - (x0 - halo), (x1 + halo) - c1)
+            for i, tiles in enumerate(plan.rows(k)):
+                rs = tiles[0].rows
+                r0, r1 = rs.clipped_read(height)
+                refl, nodata = read(r0, r1, c0, c1)  # (C, rows, cols), (rows, cols)
+                core_rows = slice(rs.core[0] - r0, rs.core[1] - r0)
+                acc.add_nodata(nodata[core_rows, x0 - c0 : x1 - c0], rs.core[0])
+                x = _normalise(refl, nodata, mean_a, std_a)  # in place
+                # -> (C, read rows, x1 - x0 + 2 halo): as one pass over the padded raster sees
+                x = pad_border(x, rs.padding(height), pad_cols, border)
+                for b in range(0, len(tiles), batch_size):
+                    batch = tiles[b : b + batch_size]
+                    # (B, C, th, tw); x's column 0 is LR column x0 - halo
+                    inp = np.stack([x[:, :, _shift(t.cols.read, halo - x0)] for t in batch])
+                    out = model(torch.from_numpy(inp).to(dev, dtype))  # (B, C, s*th, s*tw)
+                    out_np = out.float().cpu().numpy()
+                    out_np *= std_a
+                    out_np += mean_a  # normalised -> reflectance
+                    for t, y in zip(batch, out_np, strict=True):
+                        ry = _crop(rs, scale)
+                        cx = _crop(t.cols, scale)
+                        w = np.outer(weight(rs), weight(t.cols))  # (keep rows, keep cols), HR
+                        acc.add(y[:, ry, cx], w, rs.keep[0] * scale, t.cols.keep[0] * scale)
+                    bar.update(len(batch))
+                done = plan.final_rows(i, scale)
+                if i + 1 < len(plan.row_spans):
+                    done = done // align * align
+                for row, block, flags in acc.flush(done, chunk):
+                    yield row, x0 * scale, block, flags
+
+
+def _shift(rng: tuple[int, int], by: int) -> slice:
+    return slice(rng[0] + by, rng[1] + by)
+
+
+def _crop(span: Span, scale: int) -> slice:
+    """The keep range of a span in the output of its read range."""
+    return slice((span.keep[0] - span.read[0]) * scale, (span.keep[1] - span.read[0]) * scale)
+
+
+def _normalise(
+    refl: np.ndarray, nodata: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> np.ndarray:
+    """(reflectance - mean) / std in place, 0 (the mean) at nodata and non-finite values."""
+    x = refl.astype(np.float32, copy=False)
+    x -= mean
+    x /= std
+    x[:, nodata] = 0.0  # nodata must not bleed NaN (or -3.2768) into its neighbours
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return x
+
+
+class _Accumulator:
+    """:class:`~bsrlc.inference.tiling.RowAccumulator` of a strip plus its LR nodata rows."""
+
+    def __init__(
+        self,
+        bands: int,
+        row_norm: np.ndarray,
+        col_norm: np.ndarray,
+        x0: int,
+        x1: int,
+        scale: int,
+        capacity: int,
+    ) -> None:
+        self.values = RowAccumulator(bands, row_norm, col_norm, x0 * scale, capacity)
+        self.scale = scale
+        self.mask = np.zeros((0, x1 - x0), bool)  # LR nodata rows [mask_top, mask_top + len)
+        self.mask_top = 0
+
+    def add(self, block: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
+        self.values.add(block, weight, row, col)
+
+    def add_nodata(self, rows: np.ndarray, lr_row: int) -> None:
+        """Remember the strip's LR nodata rows from ``lr_row`` on (rows already held stay)."""
+        have = self.mask_top + self.mask.shape[0]
+        if lr_row + rows.shape[0] > have:
+            self.mask = np.concatenate([self.mask, rows[have - lr_row :]])
+
+    def flush(self, stop: int, chunk: int | None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        s = self.scale
+        for row, block in self.values.flush(stop, chunk):
+            n = block.shape[1]
+            lr0, lr1 = row // s, -(-(row + n) // s)
+            lr_mask = self.mask[lr0 - self.mask_top : lr1 - self.mask_top]
+            hr_mask = lr_mask.repeat(s, 0).repeat(s, 1)  # nearest: an HR pixel's LR pixel
+            off = row - lr0 * s
+            yield row, block, hr_mask[off : off + n]
+        keep_from = self.values.top // s  # the LR row under the next HR row may be needed
+        if keep_from > self.mask_top:
+            self.mask = self.mask[keep_from - self.mask_top :]
+            self.mask_top = keep_from
+
+
+def super_resolve_array(
+    model: nn.Module,
+    lr: np.ndarray,
+    scale: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    nodata: np.ndarray | None = None,
+    *,
+    tile: int = 256,
+    overlap: int | None = None,
+    feather: int | None = None,
+    strip: int | None = DEFAULT_STRIP,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    border: str = "reflect",
+    ramp: str = "cosine",
+) -> np.ndarray:
+    """Super-resolve an in-memory LR reflectance array (tests, small rasters).
+
+    Args:
+        model: the generator (see :func:`super_resolve_stream`).
+        lr: (C, H, W) reflectance.
+        scale: the resolution ratio.
+        mean: per-band reflectance mean.
+        std: per-band reflectance std.
+        nodata: optional (H, W) bool mask of nodata LR pixels.
+        tile: tile core size in LR pixels (>= H and W, with ``strip`` None, for one pass).
+        overlap: halo in LR pixels (default: receptive field + feather).
+        feather: feathered blend width in LR pixels.
+        strip: LR columns per strip (None: one strip).
+        device: torch device.
+        batch_size: tiles per forward pass.
+        border: ``reflect`` or ``replicate`` padding at the raster border.
+        ramp: ``cosine`` or ``linear`` feathering.
+
+    Returns:
+        (C, s*H, s*W) float32 reflectance, NaN where nodata.
+    """
+    c, h, w = lr.shape
+    mask = np.zeros((h, w), bool) if nodata is None else nodata.astype(bool)
+    src = lr.astype(np.float32)
+
+    def read(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        return src[:, r0:r1, c0:c1].copy(), mask[r0:r1, c0:c1]
+
+    out = np.empty((c, h * scale, w * scale), np.float32)
+    for row, col, block, flags in super_resolve_stream(
+        model,
+        read,
+        h,
+        w,
+        scale,
+        mean,
+        std,
+        tile=tile,
+        overlap=overlap,
+        feather=feather,
+        strip=strip,
+        device=device,
+        batch_size=batch_size,
+        border=border,
+        ramp=ramp,
+    ):
+        block[:, flags] = np.nan
+        out[:, row : row + block.shape[1], col : col + block.shape[2]] = block
+    return out
+
+
+def to_int16(block: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """Reflectance to int16 x 10000 (rounded, clipped), with -32768 where nodata.
+
+    ``block`` is used as scratch space (modified in place) to keep memory flat.
+
+    Args:
+        block: (C, rows, cols) float32 reflectance.
+        nodata: (rows, cols) bool.
+
+    Returns:
+        (C, rows, cols) int16.
+    """
+    block *= OUT_SCALE
+    np.rint(block, out=block)
+    np.clip(block, -32767, 32767, out=block)
+    out = block.astype(np.int16)
+    out[:, nodata] = OUT_NODATA
+    return out
+
+
+def _window_reader(
+    ds: rasterio.io.DatasetReader, idx: list[int], input_scale: float
+) -> WindowReader:
+    """Read LR windows of the given bands as reflectance, with their nodata mask."""
+    nodata_value = ds.nodata
+    use_mask = nodata_value is None and any(
+        MaskFlags.per_dataset in ds.mask_flag_enums[i - 1] for i in idx
+    )
+
+    def read(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        dn = ds.read(idx, window=window)  # (C, rows, cols)
+        if nodata_value is not None:
+            nodata = (dn == nodata_value).any(0)
+        elif use_mask:
+            nodata = ds.read_masks(idx[0], window=window) == 0
+        else:
+            nodata = np.zeros(dn.shape[1:], bool)
+        if dn.dtype.kind == "f":
+            nodata |= ~np.isfinite(dn).all(0)
+        refl = dn.astype(np.float32)
+        refl *= np.float32(input_scale)
+        return refl, nodata
+
+    return read
+
+
+def super_resolve_raster(
+    model: nn.Module,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    bands: Sequence[str],
+    scale: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_scale: float = 1e-4,
+    tile: int = 256,
+    overlap: int | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1,
+    overwrite: bool = False,
+    *,
+    feather: int | None = None,
+    strip: int | None = DEFAULT_STRIP,
+    border: str = "reflect",
+    ramp: str = "cosine",
+    gdal_cache_mb: int = 256,
+    progress: bool = True,
+) -> Path:
+    """Super-resolve a Landsat STM GeoTIFF into a 10 m COG, streaming tile rows.
+
+    Args:
+        model: the generator (normalised LR -> normalised HR, ``scale`` x larger); put in eval
+            mode and moved to ``device``.
+        src: the LR STM raster.
+        dst: the output COG.
+        bands: band descriptions the model reads, in its order; the output bands get the same
+            names.
+        scale: the resolution ratio (3 for 30 m -> 10 m).
+        mean: per-band reflectance mean the model was trained with.
+        std: per-band reflectance std.
+        input_scale: reflectance per input DN (1e-4 for the STMs' int16 x 10000).
+        tile: tile core size in LR pixels.
+        overlap: LR pixels of context read around each tile (default: the model's receptive
+            field plus the feather, which makes tiles seamless).
+        device: torch device (``cpu``, ``cuda``, ...).
+        batch_size: tiles per forward pass.
+        overwrite: replace an existing ``dst``.
+        feather: LR pixels of feathered overlap beyond each tile core (default 4 when the halo
+            leaves room for it).
+        strip: LR columns per strip; bounds memory on wide rasters (None: whole rows).
+        border: padding at the raster border, ``reflect`` or ``replicate``.
+        ramp: feathering ramp, ``cosine`` or ``linear``.
+        gdal_cache_mb: GDAL block cache while writing; GDAL's default (5 % of the RAM) would
+            let the final COG conversion grow the process by gigabytes on big machines.
+        progress: show a progress bar over tiles.
+
+    Returns:
+        The output path.
+
+    Raises:
+        InputError: if ``src`` is unreadable, lacks a CRS or one of ``bands``, or ``dst``
+            exists and ``overwrite`` is false.
+        ConfigError: for statistics that do not match the bands, or a model that does not fit.
+    """
+    src, dst = Path(src), Path(dst)
+    if not bands:
+        raise ConfigError("no bands given; pass the band names the model was trained on")
+    if len(mean) != len(bands) or len(std) != len(bands):
+        raise ConfigError(
+            f"{len(bands)} bands but {len(mean)} means and {len(std)} stds; use the "
+            "normalisation statistics saved with the model"
+        )
+    if src.resolve() == dst.resolve():
+        raise InputError(f"{dst}: output would overwrite the input; choose another path")
+    if strip is not None:
+        step = BLOCK // math.gcd(scale, BLOCK)
+        strip = -(-strip // step) * step  # whole output blocks per strip
+    info = raster_info(src)
+    idx = band_indices(info, bands)
+    out_h, out_w = info.height * scale, info.width * scale
+    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), open_raster(src) as ds:
+        with COGWriter(
+            dst,
+            crs=info.crs,
+            transform=info.transform * Affine.scale(1 / scale),
+            width=out_w,
+            height=out_h,
+            count=len(bands),
+            dtype="int16",
+            nodata=OUT_NODATA,
+            descriptions=list(bands),
+            tags={
+                "reflectance_scale": str(1 / OUT_SCALE),
+                "sr_scale": str(scale),
+                "sr_source": src.name,
+            },
+            overwrite=overwrite,
+            blocksize=BLOCK,
+        ) as writer:
+            for row, col, block, flags in super_resolve_stream(
+                model,
+                _window_reader(ds, idx, input_scale),
+                info.height,
+                info.width,
+                scale,
+                mean,
+                std,
+                tile=tile,
+                overlap=overlap,
+                feather=feather,
+                strip=strip,
+                device=device,
+                batch_size=batch_size,
+                border=border,
+                ramp=ramp,
+                align=BLOCK,
+                chunk=BLOCK,
+                progress=progress,
+            ):
+                window = Window(col, row, block.shape[2], block.shape[1])
+                writer.write(to_int16(block, flags), window)
+    log.info("%s: %dx%d px at x%d -> %s", src.name, info.width, info.height, scale, dst)
+    return dst
