@@ -1,197 +1,514 @@
-"""Centre-patch classifiers: a patch around a pixel in, the centre pixel's class out.
+"""Centre-patch classifiers: one class-score vector per patch, and one per pixel for a whole tile.
 
-``CentrePatchCNN`` is built from valid (unpadded) stride-1 convolutions and a convolutional
-head, so the network is translation-equivariant: run on a tile padded by a halo of
-``patch_size // 2`` it returns one score vector per pixel, identical to classifying each pixel's
-own patch, in one pass instead of one pass per pixel (``benchmarks/dense.py``).
+A centre-patch classifier labels a pixel from the ``P x P`` patch centred on it. Run patch by
+patch over a map, every pixel's patch repeats almost all the work of its neighbours'.
+:class:`CentrePatchCNN` avoids that: its convolutions are unpadded ("valid") and stride 1, and
+its head covers exactly the rest of the patch, so the network maps a ``P x P`` patch to a
+``1 x 1`` output, and a tile padded with a halo of ``P // 2`` pixels to one output per pixel,
+in a single pass whose result at pixel (i, j) equals the patch-wise result for the patch centred
+at (i, j) (up to float rounding). That is the dense form, :meth:`CentrePatchCNN.forward_dense`.
 
-The optional spatial attention lets the centre pixel's features query its neighbourhood (the
-seed's two pre-norm transformer blocks). Positions enter as a learned bias per head and relative
-offset, so keys and values are per-pixel projections; the dense form then computes every
-pixel's attention over its window with shifted views of the key/value maps, no unfolding.
+Normalisation must act on each pixel on its own for this to hold:
 
-``PaddedCentrePatchCNN`` is the seed's faithful variant (padded convs); it cannot run densely.
-``PixelMLP`` is the per-pixel baseline.
+* ``norm="batch"`` (default): ``BatchNorm2d``. During training it normalises with batch
+  statistics (over patches and positions); in eval mode it is a fixed per-channel affine map,
+  the same at every pixel, so dense and per-patch outputs agree. Run dense inference in eval
+  mode (as all inference is).
+* ``norm="layer"``: layer norm over the channels of each pixel (not ``GroupNorm(1, C)``, which
+  normalises over the whole spatial extent and so depends on the patch's size and content).
+  Per pixel in training and eval alike.
+* ``norm="none"``.
+
+The optional spatial attention (the seed's) lets the centre pixel's feature vector query every
+position of its feature window: the conv stack leaves a ``k x k`` feature window per patch
+(``k = P - 2 * len(channels)``, 3 by default), the centre's feature is the query, the ``k*k``
+features are the keys and values, a learned bias per head and relative position encodes where
+each one lies; pre-norm transformer blocks and a linear classifier follow. The conv stack plus
+the window cover exactly P, so densely this is local-window attention over each pixel's
+``k x k`` neighbourhood of the dense feature map, computed from ``k*k`` shifted views, batched
+over pixels and in row chunks so that memory stays bounded on a 1024 x 1024 tile.
+
+:class:`PaddedCentrePatchCNN` is the seed's padded form (3x3 convs with padding 1, then the centre
+feature, a flattened patch or attention over all ``P x P`` positions); it has no dense form.
+:class:`PixelMLP` is the per-pixel baseline. :func:`extract_patches` cuts the patch of every
+pixel for the patch-wise path (tests and ``benchmarks/dense.py``).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bsrlc.errors import ConfigError
+
+NORMS = ("batch", "layer", "none")
+
 
 def extract_patches(tile: Tensor, patch_size: int) -> Tensor:
-    """Every ``patch_size x patch_size`` patch of a tile (stride 1), for per-patch inference.
+    """Cut the ``P x P`` patch centred on every pixel of a tile that has a full patch.
+
+    Uses ``Tensor.unfold`` twice, which makes a strided view without copying; the single copy is
+    the final reshape, of ``N * C * P * P`` values: P*P times the tile (about 22 MB per output
+    row of a 1024-wide, 24-band float32 tile at P = 15), so cut big tiles into row slabs.
 
     Args:
-        tile: (C, H, W).
+        tile: (C, H, W) or (B, C, H, W).
         patch_size: the patch edge P.
 
     Returns:
-        ((H-P+1) * (W-P+1), C, P, P) patches in row-major order of their centres.
+        (B * (H - P + 1) * (W - P + 1), C, P, P) patches, row-major within each image; patch n
+        of image b is centred on pixel (P // 2 + n // (W - P + 1), P // 2 + n % (W - P + 1)).
+
+    Raises:
+        ValueError: if the tile is smaller than one patch.
     """
-    c = tile.shape[0]
-    cols = F.unfold(tile[None], patch_size)  # (1, C*P*P, L)
-    return cols[0].T.reshape(-1, c, patch_size, patch_size)
+    if tile.ndim == 3:
+        tile = tile.unsqueeze(0)
+    _, c, h, w = tile.shape
+    p = patch_size
+    if h < p or w < p:
+        raise ValueError(f"tile {h}x{w} is smaller than one {p}x{p} patch")
+    windows = tile.unfold(2, p, 1).unfold(3, p, 1)  # (B, C, H-P+1, W-P+1, P, P), a view
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, p, p)  # (N, C, P, P), one copy
 
 
-class ConvStack(nn.Module):
-    """Valid 3x3 convs, each with batch norm and ReLU: every conv trims one pixel per side."""
+def _exporting() -> bool:
+    """True while tracing or exporting to ONNX (row chunking would fix the traced tile size)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
-    def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ConfigError(f"model norm={norm!r} is unknown; use one of {', '.join(NORMS)}")
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over the channels of each pixel of a (B, C, H, W) map (unlike GroupNorm).
+
+    Args:
+        channels: C.
+        eps: added to the variance.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        prev = in_channels
-        for ch in channels:
-            # BatchNorm normalises per channel with running statistics in eval mode: a pure
-            # per-pixel affine map, so dense and per-patch results stay identical.
-            layers += [nn.Conv2d(prev, ch, 3), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
-            prev = ch
-        self.layers = nn.Sequential(*layers)
-        self.out_channels = prev
-        self.trim = len(channels)  # pixels lost per side
+        self.norm = nn.LayerNorm(channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Features.
+        """Normalise each pixel's channel vector.
 
         Args:
             x: (B, C, H, W).
 
         Returns:
-            (B, C', H - 2n, W - 2n).
+            (B, C, H, W).
         """
-        return self.layers(x)
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class CentreAttention(nn.Module):
-    """Pre-norm transformer blocks where the centre pixel attends to its w x w neighbourhood.
-
-    Keys and values are per-pixel projections of the (normalised) features; the relative
-    position of each neighbour enters as a learned bias per head. The centre vector is updated
-    by attention and an MLP in each block; the neighbourhood tokens stay the conv features.
+def make_norm(norm: str, channels: int) -> nn.Module:
+    """Build a per-pixel normalisation layer for (B, C, H, W) maps.
 
     Args:
-        dim: token dimension.
-        window: neighbourhood edge w (odd).
-        heads: attention heads.
-        blocks: transformer blocks.
-        mlp_ratio: hidden size of the MLP relative to ``dim``.
+        norm: ``"batch"`` (BatchNorm2d), ``"layer"`` (:class:`ChannelLayerNorm`) or ``"none"``.
+        channels: C.
+
+    Returns:
+        The layer.
+
+    Raises:
+        ConfigError: for an unknown ``norm``.
+    """
+    _check_norm(norm)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "layer":
+        return ChannelLayerNorm(channels)
+    return nn.Identity()
+
+
+class ConvNormAct(nn.Sequential):
+    """k x k conv (stride 1) -> per-pixel norm -> ReLU; valid (padding 0) unless told otherwise.
+
+    In eval mode a BatchNorm is folded into the convolution's weights on the fly: one pass over
+    the activations instead of two (PyTorch's eval BatchNorm on large maps costs as much as the
+    convs themselves on CPU), the same result up to float rounding.
+
+    Args:
+        c_in: input channels.
+        c_out: output channels.
+        kernel_size: k.
+        padding: 0 (valid) or (k - 1) // 2 (same size).
+        norm: ``"batch"``, ``"layer"`` or ``"none"``.
     """
 
     def __init__(
-        self, dim: int, window: int, heads: int = 4, blocks: int = 2, mlp_ratio: float = 2.0
+        self, c_in: int, c_out: int, kernel_size: int = 3, padding: int = 0, norm: str = "batch"
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel_size, padding=padding, bias=norm == "none"),
+            make_norm(norm, c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve, normalise, activate.
+
+        Args:
+            x: (B, C_in, H, W).
+
+        Returns:
+            (B, C_out, H - k + 1 + 2 * padding, W - k + 1 + 2 * padding).
+        """
+        conv, norm, act = cast(nn.Conv2d, self[0]), self[1], self[2]
+        if not isinstance(norm, nn.BatchNorm2d) or norm.training:
+            return act(norm(conv(x)))
+        # BN(conv(x)) = scale * (W * x + b - mean) + beta, per output channel
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # (C_out,)
+        bias = norm.bias - norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        weight = conv.weight * scale[:, None, None, None]  # (C_out, C_in, k, k)
+        return act(F.conv2d(x, weight, bias, padding=conv.padding))
+
+
+class ConvStack(nn.Sequential):
+    """3x3 conv blocks: (B, C_in, H, W) -> (B, channels[-1], H - 2n, W - 2n) with n = len(channels).
+
+    With ``padding=1`` the size is kept instead: (B, channels[-1], H, W).
+
+    Args:
+        in_channels: C_in.
+        channels: output widths of the successive convs.
+        padding: 0 (valid) or 1 (same size).
+        norm: ``"batch"``, ``"layer"`` or ``"none"``.
+    """
+
+    def __init__(
+        self, in_channels: int, channels: Sequence[int], padding: int = 0, norm: str = "batch"
+    ) -> None:
+        widths = [in_channels, *channels]
+        super().__init__(
+            *(
+                ConvNormAct(c_in, c_out, 3, padding=padding, norm=norm)
+                for c_in, c_out in itertools.pairwise(widths)
+            )
+        )
+
+
+class WindowConvHead(nn.Module):
+    """A conv covering the k x k feature window: the classifier, or a hidden layer before a 1x1 one.
+
+    (B, C, Hf, Wf) -> (B, n_classes, Hf - k + 1, Wf - k + 1); a k x k map gives one score vector.
+
+    Args:
+        in_channels: C.
+        n_classes: output classes.
+        window: k.
+        hidden: None: the k x k conv outputs the scores; else its width, followed by norm, ReLU
+            and a 1x1 classifier.
+        dropout: dropout before the classifier.
+        norm: norm of the hidden layer.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        window: int,
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        if hidden is None:
+            # the window conv is the classifier itself
+            self.window = nn.Identity()
+            self.dropout = nn.Dropout(dropout)
+            self.classifier = nn.Conv2d(in_channels, n_classes, window)
+        else:
+            self.window = ConvNormAct(in_channels, hidden, window, norm=norm)
+            self.dropout = nn.Dropout(dropout)
+            self.classifier = nn.Conv2d(hidden, n_classes, 1)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        """Class scores of every full k x k window.
+
+        Args:
+            feat: (B, C, Hf, Wf) conv features.
+
+        Returns:
+            (B, n_classes, Hf - k + 1, Wf - k + 1).
+        """
+        return self.classifier(self.dropout(self.window(feat)))
+
+
+class CentreQueryBlock(nn.Module):
+    """Pre-norm transformer block in which each pixel's centre token queries its k x k window.
+
+    ``q <- q + Attn(LN(q), LN(window))``, then ``q <- q + MLP(LN(q))``. Only the query is
+    updated; keys and values come from the same feature map in every block, projected once per
+    feature pixel and shared by the ``k*k`` windows that contain it. Positions are encoded by a
+    learned bias per head and relative position in the window, added to the attention logits
+    (as in Swin Transformer, Liu et al. 2021): identical for a patch and for a tile, and cheap
+    enough that dense attention costs little more than its linear layers. A patch (one window
+    per image) runs as ordinary attention over its ``k*k`` tokens; a tile as local-window
+    attention over shifted views of the feature map. Both compute the same function.
+
+    Args:
+        dim: token width D.
+        heads: attention heads H (D divisible by H).
+        window: k.
+        mlp_ratio: MLP width relative to D.
+        dropout: dropout inside the MLP.
+
+    Raises:
+        ConfigError: if D is not divisible by H.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, window: int, mlp_ratio: float = 2.0, dropout: float = 0.0
     ) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"attention dim {dim} is not divisible by {heads} heads")
-        self.dim, self.window, self.heads, self.n_blocks = dim, window, heads, blocks
-        self.norm_q = nn.ModuleList(nn.LayerNorm(dim) for _ in range(blocks))
-        self.norm_kv = nn.ModuleList(nn.LayerNorm(dim) for _ in range(blocks))
-        self.q = nn.ModuleList(nn.Linear(dim, dim) for _ in range(blocks))
-        self.kv = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(blocks))
-        self.proj = nn.ModuleList(nn.Linear(dim, dim) for _ in range(blocks))
-        self.norm_mlp = nn.ModuleList(nn.LayerNorm(dim) for _ in range(blocks))
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-            for _ in range(blocks)
-        )
-        self.pos_bias = nn.Parameter(torch.zeros(blocks, heads, window * window))
+            raise ConfigError(f"model attn_dim={dim} is not divisible by attn_heads={heads}")
+        self.window, self.heads = window, heads
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(dim, 2 * dim)
+        self.pos_bias = nn.Parameter(torch.zeros(heads, window * window))  # (H, T)
         nn.init.trunc_normal_(self.pos_bias, std=0.02)
+        self.proj = nn.Linear(dim, dim)
+        hidden = round(dim * mlp_ratio)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
 
-    def _mlp(self, i: int, centre: Tensor) -> Tensor:
-        return centre + self.mlp[i](self.norm_mlp[i](centre))
-
-    def forward_patch(self, tokens: Tensor) -> Tensor:
-        """Attention for patches: tokens of each patch's w x w feature window.
-
-        Args:
-            tokens: (B, w*w, D) in row-major window order.
-
-        Returns:
-            (B, D) the updated centre vector.
-        """
-        b, n, d = tokens.shape
-        h, dh = self.heads, d // self.heads
-        centre = tokens[:, n // 2]
-        for i in range(self.n_blocks):
-            q = self.q[i](self.norm_q[i](centre)).view(b, h, 1, dh)
-            k, v = self.kv[i](self.norm_kv[i](tokens)).view(b, n, 2, h, dh).unbind(2)
-            k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, h, n, dh)
-            logits = (q @ k.transpose(-1, -2))[:, :, 0] / math.sqrt(dh)  # (B, h, n)
-            attn = torch.softmax(logits + self.pos_bias[i], dim=-1)
-            out = (attn[:, :, None] @ v)[:, :, 0].reshape(b, d)  # (B, D)
-            centre = centre + self.proj[i](out)
-            centre = self._mlp(i, centre)
-        return centre
-
-    def forward_dense(self, feats: Tensor, chunk_rows: int = 64) -> Tensor:
-        """Attention for every pixel of a feature map over its w x w neighbourhood.
+    def forward(self, q: Tensor, feat: Tensor) -> Tensor:
+        """Update the centre tokens of all h x w windows of a feature map.
 
         Args:
-            feats: (B, D, H + w - 1, W + w - 1) conv features of a tile with a halo.
-            chunk_rows: output rows per chunk (bounds the (B, heads, w*w, rows, W) logits).
+            q: (N, D) centre tokens, N = B * h * w in row-major order.
+            feat: (B, h + k - 1, w + k - 1, D) channels-last feature map.
 
         Returns:
-            (B, D, H, W) centre vectors.
+            (N, D) updated centre tokens.
         """
-        w = self.window
-        b, d, hp, wp = feats.shape
-        hh, ww = hp - w + 1, wp - w + 1
-        heads, dh = self.heads, d // self.heads
-        tokens = feats.permute(0, 2, 3, 1)  # (B, H', W', D)
-        r = w // 2
-        centre = tokens[:, r : r + hh, r : r + ww]  # (B, H, W, D)
-        for i in range(self.n_blocks):
-            kv = self.kv[i](self.norm_kv[i](tokens)).view(b, hp, wp, 2, heads, dh)
-            k, v = kv[..., 0, :, :], kv[..., 1, :, :]  # (B, H', W', h, dh)
-            q = self.q[i](self.norm_q[i](centre)).view(b, hh, ww, heads, dh) / math.sqrt(dh)
-            out = torch.empty(b, hh, ww, heads, dh, dtype=feats.dtype, device=feats.device)
-            for r0 in range(0, hh, chunk_rows):
-                r1 = min(r0 + chunk_rows, hh)
-                qc = q[:, r0:r1]
-                # logits for every relative offset, from shifted views of the key map
-                logits = torch.stack(
-                    [
-                        (qc * k[:, r0 + dy : r1 + dy, dx : dx + ww]).sum(-1)
-                        for dy in range(w)
-                        for dx in range(w)
-                    ],
-                    dim=-1,
-                )  # (B, rows, W, h, w*w)
-                attn = torch.softmax(logits + self.pos_bias[i].view(1, 1, 1, heads, -1), dim=-1)
-                acc = torch.zeros_like(qc)
-                for n_off, (dy, dx) in enumerate((dy, dx) for dy in range(w) for dx in range(w)):
-                    acc += attn[..., n_off, None] * v[:, r0 + dy : r1 + dy, dx : dx + ww]
-                out[:, r0:r1] = acc
-            centre = centre + self.proj[i](out.reshape(b, hh, ww, d))
-            centre = self._mlp(i, centre)
-        return centre.permute(0, 3, 1, 2)
+        k, heads = self.window, self.heads
+        _, hh, ww, d = feat.shape
+        h, w, dh = hh - k + 1, ww - k + 1, d // heads
+        kv = self.to_kv(self.norm_kv(feat))  # (B, h+k-1, w+k-1, 2D), once per feature pixel
+        query = self.to_q(self.norm_q(q)) * dh**-0.5  # (N, D)
+        if not _exporting() and h == 1 and w == 1:  # one window per image: a patch
+            out = self._attend_patch(query, kv)
+        else:
+            out = self._attend_windows(query, kv, h, w)
+        q = q + self.proj(out)  # (N, D)
+        return q + self.mlp(self.norm_mlp(q))  # (N, D)
+
+    def _attend_patch(self, query: Tensor, kv: Tensor) -> Tensor:
+        """Attention of each patch's centre over its whole k x k window, as a token sequence.
+
+        Args:
+            query: (B, D) scaled queries.
+            kv: (B, k, k, 2D) keys and values.
+
+        Returns:
+            (B, D) attention outputs.
+        """
+        b, d, heads, t = query.shape[0], query.shape[1], self.heads, self.window**2
+        kv = kv.reshape(b, t, 2, heads, d // heads)  # tokens in row-major window order
+        key, val = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, H, T, dh)
+        bias = self.pos_bias.view(heads, 1, t).to(query.dtype)  # (H, 1, T)
+        out = F.scaled_dot_product_attention(
+            query.view(b, heads, 1, d // heads), key, val, attn_mask=bias, scale=1.0
+        )  # (B, H, 1, dh)
+        return out.reshape(b, d)
+
+    def _attend_windows(self, query: Tensor, kv: Tensor, h: int, w: int) -> Tensor:
+        """Attention of every pixel's centre over its k x k window of a feature map.
+
+        Runs channels-first: window position (dy, dx) of every pixel is the shifted view
+        ``[..., dy:dy+h, dx:dx+w]`` with contiguous rows, and each step is one vectorised pass
+        over the chunk, without per-pixel copies of the windows. (Batched SDPA with one query
+        per pixel, unfolded windows or channels-last views were 2-5x slower on CPU.)
+
+        Args:
+            query: (N, D) scaled queries, N = B * h * w row-major.
+            kv: (B, h + k - 1, w + k - 1, 2D) keys and values.
+            h: output rows.
+            w: output columns.
+
+        Returns:
+            (N, D) attention outputs, same pixel order.
+        """
+        k, heads = self.window, self.heads
+        b, hh, ww, d2 = kv.shape
+        d = d2 // 2
+        dh, t = d // heads, k * k
+        kv = kv.permute(0, 3, 1, 2).contiguous().view(b, 2, heads, dh, hh, ww)
+        key, val = kv[:, 0], kv[:, 1]  # (B, H, dh, h+k-1, w+k-1) each
+        query = query.view(b, h, w, heads, dh).permute(0, 3, 4, 1, 2).contiguous()  # (B,H,dh,h,w)
+        offsets = [(dy, dx) for dy in range(k) for dx in range(k)]
+        logits = torch.stack(
+            [(query * key[..., dy : dy + h, dx : dx + w]).sum(2) for dy, dx in offsets], dim=2
+        )  # (B, H, T, h, w)
+        attn = (logits + self.pos_bias.view(1, heads, t, 1, 1)).softmax(2)  # (B, H, T, h, w)
+        out = attn[:, :, :1] * val[..., :h, :w]  # (B, H, dh, h, w)
+        for i, (dy, dx) in enumerate(offsets[1:], start=1):
+            out = out.addcmul_(attn[:, :, i : i + 1], val[..., dy : dy + h, dx : dx + w])
+        return out.permute(0, 3, 4, 1, 2).reshape(b * h * w, d)  # (N, D)
+
+
+class CentreAttentionHead(nn.Module):
+    """Attention of each pixel's centre feature over its k x k window, then a linear classifier.
+
+    (B, C, Hf, Wf) -> (B, n_classes, Hf - k + 1, Wf - k + 1); a k x k map gives one score vector.
+    Pixels are processed in row chunks of about ``chunk_pixels`` (attribute; each chunk holds
+    about 2 KB of activations per pixel at dim = 128; raise it on GPUs).
+
+    Args:
+        in_channels: feature channels C (projected to ``dim`` if different).
+        n_classes: output classes.
+        window: k.
+        dim: token width.
+        blocks: transformer blocks.
+        heads: attention heads.
+        mlp_ratio: MLP width relative to ``dim``.
+        dropout: dropout in the MLPs and before the classifier.
+        chunk_pixels: output pixels per row chunk of the dense form.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        window: int,
+        dim: int = 128,
+        blocks: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        chunk_pixels: int = 16384,
+    ) -> None:
+        super().__init__()
+        self.window, self.n_classes, self.chunk_pixels = window, n_classes, chunk_pixels
+        self.embed = nn.Linear(in_channels, dim) if in_channels != dim else nn.Identity()
+        self.blocks = nn.ModuleList(
+            CentreQueryBlock(dim, heads, window, mlp_ratio, dropout) for _ in range(blocks)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(dim, n_classes)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        """Class scores of every full k x k window.
+
+        Args:
+            feat: (B, C, Hf, Wf) conv features.
+
+        Returns:
+            (B, n_classes, Hf - k + 1, Wf - k + 1).
+        """
+        k = self.window
+        b, _, hf, wf = feat.shape
+        ho, wo = hf - k + 1, wf - k + 1
+        feat = feat.permute(0, 2, 3, 1)  # (B, Hf, Wf, C), channels-last view
+        if _exporting():  # one pass, so the traced graph keeps dynamic height and width
+            return self._windows(self.embed(feat.contiguous())).permute(0, 3, 1, 2)
+        out = feat.new_empty(b, ho, wo, self.n_classes)  # (B, Ho, Wo, n)
+        rows = max(1, self.chunk_pixels // max(1, b * wo))
+        for r0 in range(0, ho, rows):
+            r1 = min(ho, r0 + rows)
+            x = self.embed(feat[:, r0 : r1 + k - 1].contiguous())  # (B, r+k-1, Wf, D)
+            out[:, r0:r1] = self._windows(x)
+        return out.permute(0, 3, 1, 2)  # (B, n, Ho, Wo)
+
+    def _windows(self, x: Tensor) -> Tensor:
+        """(B, h + k - 1, w + k - 1, D) embedded features -> (B, h, w, n_classes) scores."""
+        k, c = self.window, self.window // 2
+        b, hh, ww, d = x.shape
+        h, w = hh - k + 1, ww - k + 1
+        q = x[:, c : c + h, c : c + w].reshape(-1, d)  # (N, D): each window's centre feature
+        for block in self.blocks:
+            q = block(q, x)  # (N, D)
+        return self.classifier(self.dropout(self.norm(q))).view(b, h, w, -1)
+
+
+def _dense_rows(
+    fn: Callable[[Tensor], Tensor], x: Tensor, halo: int, n_out: int, chunk_pixels: int
+) -> Tensor:
+    """Apply a valid-padding map ``fn`` to a tile in row slabs that overlap by ``2 * halo`` rows.
+
+    Args:
+        fn: (B, C, r + 2*halo, W) -> (B, n_out, r, W - 2*halo) for any r.
+        x: (B, C, H, W) the tile with its halo.
+        halo: pixels lost on each side.
+        n_out: output channels.
+        chunk_pixels: output pixels per slab (bounds memory); at least one row.
+
+    Returns:
+        (B, n_out, H - 2*halo, W - 2*halo), identical to ``fn(x)``.
+
+    Raises:
+        ValueError: if the tile is not larger than twice the halo.
+    """
+    if _exporting():  # one pass, so the traced graph keeps dynamic height and width
+        return fn(x)
+    b, _, h, w = x.shape
+    ho, wo = h - 2 * halo, w - 2 * halo
+    if ho < 1 or wo < 1:
+        raise ValueError(f"tile {h}x{w} is too small for a halo of {halo} pixels on each side")
+    out = x.new_empty(b, n_out, ho, wo)
+    rows = max(1, chunk_pixels // (b * wo))
+    for r0 in range(0, ho, rows):
+        r1 = min(ho, r0 + rows)
+        out[:, :, r0:r1] = fn(x[:, :, r0 : r1 + 2 * halo])
+    return out
 
 
 class CentrePatchCNN(nn.Module):
-    """Valid-conv centre-patch classifier that also runs densely.
+    """Valid-convolution centre-patch classifier with an exact dense form.
 
-    Without attention: the conv stack trims ``len(channels)`` pixels per side, and a head conv
-    covering the rest of the patch, then a 1x1 conv, gives the class scores. With attention:
-    the stack's output window (``patch_size - 2 * len(channels)``) is the neighbourhood the
-    centre attends to.
+    Six (by default) unpadded 3x3 convs shrink a P x P patch to a k x k feature window
+    (k = P - 2 * len(channels), 3 at P = 15); the head covers that window exactly: a k x k conv
+    to the class scores (default), a k x k conv to ``hidden`` channels and a 1x1 classifier, or,
+    with ``attention``, the centre feature's attention over the window. ``forward`` maps
+    (B, C, P, P) patches to (B, n_classes); ``forward_dense`` maps a (B, C, H, W) tile to
+    (B, n_classes, H - 2h, W - 2h) with h = P // 2, and its value at (i, j) is ``forward`` of
+    the patch centred on tile pixel (i + h, j + h).
+
+    Attributes:
+        receptive_field: P, the input extent that determines one output.
+        halo: P // 2, pixels each side a tile must carry beyond the pixels to classify.
+        window: k, the feature window the head covers.
 
     Args:
-        in_channels: input features per pixel.
-        n_classes: classes.
-        channels: conv stack channels.
-        patch_size: the patch edge P (odd).
-        attention: use the spatial attention head.
+        in_channels: input bands C.
+        n_classes: output classes.
+        channels: widths of the 3x3 valid convs.
+        patch_size: P, odd, at least ``2 * len(channels) + 1``.
+        attention: use the centre-query attention head instead of the conv head.
         attn_blocks: transformer blocks.
         attn_heads: attention heads.
-        attn_dim: token dimension.
-        hidden: channels of the head's hidden layer (no attention).
-        dropout: dropout before the last layer.
+        attn_dim: token width (features are projected to it if they differ).
+        dropout: dropout before the classifier (and in the attention MLPs).
+        hidden: width of a hidden k x k head conv before a 1x1 classifier; None (default): the
+            k x k conv is the classifier. A hidden conv costs k*k*C'*hidden multiply-adds per
+            pixel in the dense form too (147k at 128, a third of the default network's), so it
+            cuts the dense speed-up; conv head only.
+        norm: ``"batch"``, ``"layer"`` or ``"none"`` (see the module docstring).
+        attn_mlp_ratio: MLP width of the transformer blocks relative to ``attn_dim``.
+
+    Raises:
+        ConfigError: for an even or too small ``patch_size`` or an unknown ``norm``.
     """
 
     def __init__(
@@ -204,89 +521,108 @@ class CentrePatchCNN(nn.Module):
         attn_blocks: int = 2,
         attn_heads: int = 4,
         attn_dim: int = 128,
-        hidden: int = 128,
         dropout: float = 0.0,
+        hidden: int | None = None,
+        norm: str = "batch",
+        attn_mlp_ratio: float = 2.0,
     ) -> None:
         super().__init__()
-        if patch_size % 2 == 0:
-            raise ValueError(f"patch_size must be odd, got {patch_size}")
-        self.patch_size = patch_size
-        self.halo = patch_size // 2
-        self.receptive_field = patch_size
-        self.features = ConvStack(in_channels, channels)
-        rest = patch_size - 2 * self.features.trim  # feature window left per patch
-        if rest < 1:
-            raise ValueError(
-                f"{len(channels)} valid convs need patch_size >= {2 * len(channels) + 1}"
+        channels = list(channels)
+        window = patch_size - 2 * len(channels)
+        if patch_size % 2 == 0 or window < 1:
+            raise ConfigError(
+                f"model patch_size={patch_size} must be odd and at least "
+                f"2 * len(channels) + 1 = {2 * len(channels) + 1}; change patch_size or channels"
             )
-        self.window = rest
-        self.attention = attention
-        c = self.features.out_channels
+        _check_norm(norm)
+        self.in_channels, self.n_classes, self.patch_size = in_channels, n_classes, patch_size
+        self.receptive_field, self.halo, self.window = patch_size, patch_size // 2, window
+        self.features = ConvStack(in_channels, channels, padding=0, norm=norm)
+        self.head: nn.Module
         if attention:
-            self.embed = nn.Conv2d(c, attn_dim, 1)  # pointwise: same for dense and patches
-            self.attn = CentreAttention(attn_dim, rest, attn_heads, attn_blocks)
-            self.head = nn.Sequential(
-                nn.LayerNorm(attn_dim), nn.Dropout(dropout), nn.Linear(attn_dim, n_classes)
+            self.head = CentreAttentionHead(
+                channels[-1],
+                n_classes,
+                window,
+                dim=attn_dim,
+                blocks=attn_blocks,
+                heads=attn_heads,
+                mlp_ratio=attn_mlp_ratio,
+                dropout=dropout,
             )
         else:
-            self.head_conv = nn.Sequential(
-                nn.Conv2d(c, hidden, rest), nn.ReLU(inplace=True), nn.Dropout(dropout)
-            )
-            self.classifier = nn.Conv2d(hidden, n_classes, 1)
+            self.head = WindowConvHead(channels[-1], n_classes, window, hidden, dropout, norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """Classify patches.
 
         Args:
-            x: (B, C, P, P).
+            x: (B, C, P, P) patches.
 
         Returns:
-            (B, n_classes) logits of the centre pixels.
-        """
-        if x.shape[-1] != self.patch_size or x.shape[-2] != self.patch_size:
-            raise ValueError(f"expected {self.patch_size}x{self.patch_size} patches, got {x.shape}")
-        f = self.features(x)  # (B, C', w, w)
-        if self.attention:
-            tokens = self.embed(f).flatten(2).transpose(1, 2)  # (B, w*w, D)
-            return self.head(self.attn.forward_patch(tokens))
-        return self.classifier(self.head_conv(f)).flatten(1)
+            (B, n_classes) scores (logits) of each patch's centre pixel.
 
-    def forward_dense(self, x: Tensor) -> Tensor:
-        """Classify every pixel of a tile padded by ``halo`` on each side.
+        Raises:
+            ValueError: if the patches are not P x P.
+        """
+        if x.shape[-2:] != (self.patch_size, self.patch_size):
+            raise ValueError(
+                f"expected {self.patch_size}x{self.patch_size} patches, got {tuple(x.shape)}; "
+                "use forward_dense for tiles"
+            )
+        feat = self.features(x)  # (B, C', k, k)
+        return self.head(feat).flatten(1)  # (B, n, 1, 1) -> (B, n)
+
+    def forward_dense(self, x: Tensor, chunk_pixels: int = 1 << 18) -> Tensor:
+        """Classify every pixel of a tile that carries a halo of P // 2 pixels, in one pass.
+
+        Call in eval mode (BatchNorm and dropout must not depend on the batch). The tile is
+        processed in row slabs of about ``chunk_pixels`` output pixels overlapping by 2 * halo
+        rows, so memory stays bounded for large tiles; the result does not depend on it.
 
         Args:
-            x: (B, C, H + 2*halo, W + 2*halo).
+            x: (B, C, H, W) tile including the halo.
+            chunk_pixels: output pixels per slab.
 
         Returns:
-            (B, n_classes, H, W) logits, equal to :meth:`forward` on each pixel's patch.
+            (B, n_classes, H - 2h, W - 2h) logits; (i, j) belongs to tile pixel (i + h, j + h).
         """
-        f = self.features(x)
-        if self.attention:
-            centre = self.attn.forward_dense(self.embed(f))  # (B, D, H, W)
-            return self.head(centre.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.classifier(self.head_conv(f))
+        return _dense_rows(
+            lambda t: self.head(self.features(t)), x, self.halo, self.n_classes, chunk_pixels
+        )
 
 
 class PaddedCentrePatchCNN(nn.Module):
-    """The seed's variant: 3x3 convs with padding 1, then the centre pixel's features.
+    """The seed's padded centre-patch classifier: per patch only, no dense form.
 
-    Zero padding makes each patch's features depend on where the patch edge is, so it cannot
-    run densely; it classifies patches in large batches.
+    3x3 convs with padding 1 keep the P x P extent; the head then reads the centre pixel's feature
+    (``head="centre"``), the flattened feature patch (``head="flatten"``) or, with ``attention``,
+    lets the centre feature attend to all P x P positions (learned bias per head and position). Zero
+    padding makes a patch's border features depend on where the patch was cut, so a tile cannot be
+    classified in one pass; use :class:`CentrePatchCNN` for that.
+
+    Attributes:
+        receptive_field: P.
+        halo: P // 2.
 
     Args:
-        in_channels: input features per pixel.
-        n_classes: classes.
-        channels: conv channels.
-        patch_size: the patch edge.
-        attention: the centre queries all patch positions (the seed's attention).
+        in_channels: input bands C.
+        n_classes: output classes.
+        channels: widths of the 3x3 padded convs.
+        patch_size: P (odd).
+        attention: use the centre-query attention head over the whole patch.
         attn_blocks: transformer blocks.
-        attn_heads: heads.
-        attn_dim: token dimension.
-        hidden: an optional hidden layer before the classifier.
-        dropout: dropout before the classifier.
-    """
+        attn_heads: attention heads.
+        attn_dim: token width.
+        dropout: dropout before the classifier (and in the attention MLPs).
+        hidden: width of a hidden layer in the centre/flatten head; None for a linear head.
+        head: ``"centre"`` or ``"flatten"`` (ignored with attention).
+        norm: ``"batch"``, ``"layer"`` or ``"none"``.
+        attn_mlp_ratio: MLP width of the transformer blocks relative to ``attn_dim``.
 
-    dense = False
+    Raises:
+        ConfigError: for an even ``patch_size``, an unknown ``head`` or ``norm``.
+    """
 
     def __init__(
         self,
@@ -298,104 +634,133 @@ class PaddedCentrePatchCNN(nn.Module):
         attn_blocks: int = 2,
         attn_heads: int = 4,
         attn_dim: int = 128,
-        hidden: int | None = None,
         dropout: float = 0.0,
+        hidden: int | None = None,
+        head: str = "centre",
+        norm: str = "batch",
+        attn_mlp_ratio: float = 2.0,
     ) -> None:
         super().__init__()
-        self.patch_size = patch_size
-        self.halo = patch_size // 2
-        self.receptive_field = patch_size
-        layers: list[nn.Module] = []
-        prev = in_channels
-        for ch in channels:
-            layers += [nn.Conv2d(prev, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU(True)]
-            prev = ch
-        self.features = nn.Sequential(*layers)
-        self.attention = attention
+        channels = list(channels)
+        if patch_size % 2 == 0:
+            raise ConfigError(f"model patch_size={patch_size} must be odd; use e.g. 15")
+        if head not in ("centre", "flatten"):
+            raise ConfigError(f"model head={head!r} is unknown; use centre or flatten")
+        self.in_channels, self.n_classes, self.patch_size = in_channels, n_classes, patch_size
+        self.receptive_field, self.halo = patch_size, patch_size // 2
+        self.head_kind = "attention" if attention else head
+        self.features = ConvStack(in_channels, channels, padding=1, norm=norm)
+        self.attention: CentreAttentionHead | None = None
+        self.head: nn.Module | None = None
         if attention:
-            self.embed = nn.Conv2d(prev, attn_dim, 1)
-            self.attn = CentreAttention(attn_dim, patch_size, attn_heads, attn_blocks)
-            prev = attn_dim
-        layers_head: list[nn.Module] = []
-        if hidden:
-            layers_head += [nn.Linear(prev, hidden), nn.ReLU(inplace=True)]
-            prev = hidden
-        self.head = nn.Sequential(*layers_head, nn.Dropout(dropout), nn.Linear(prev, n_classes))
+            self.attention = CentreAttentionHead(
+                channels[-1],
+                n_classes,
+                patch_size,
+                dim=attn_dim,
+                blocks=attn_blocks,
+                heads=attn_heads,
+                mlp_ratio=attn_mlp_ratio,
+                dropout=dropout,
+            )
+        else:
+            width = channels[-1] * (patch_size**2 if head == "flatten" else 1)
+            layers: list[nn.Module] = []
+            if hidden is not None:
+                layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+                width = hidden
+            self.head = nn.Sequential(*layers, nn.Dropout(dropout), nn.Linear(width, n_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         """Classify patches.
 
         Args:
-            x: (B, C, P, P).
+            x: (B, C, P, P) patches.
 
         Returns:
-            (B, n_classes).
+            (B, n_classes) logits of each patch's centre pixel.
+
+        Raises:
+            ValueError: if the patches are not P x P.
         """
-        f = self.features(x)  # (B, C', P, P)
-        if self.attention:
-            tokens = self.embed(f).flatten(2).transpose(1, 2)  # (B, P*P, D)
-            return self.head(self.attn.forward_patch(tokens))
-        c = self.patch_size // 2
-        return self.head(f[:, :, c, c])
+        if x.shape[-2:] != (self.patch_size, self.patch_size):
+            raise ValueError(f"expected {self.patch_size}x{self.patch_size} patches, got {x.shape}")
+        feat = self.features(x)  # (B, C', P, P)
+        if self.attention is not None:
+            return self.attention(feat).flatten(1)  # (B, n, 1, 1) -> (B, n)
+        if self.head_kind == "centre":
+            vec = feat[:, :, self.halo, self.halo]  # (B, C')
+        else:
+            vec = feat.flatten(1)  # (B, C' * P * P)
+        return self.head(vec)  # (B, n)
 
 
 class PixelMLP(nn.Module):
-    """Per-pixel baseline: an MLP on the centre pixel's features (1x1 convs for tiles).
+    """Per-pixel baseline: an MLP on one pixel's feature vector.
+
+    Accepts (B, C) vectors or (B, C, P, P) patches (only the centre pixel is used);
+    ``forward_dense`` applies the same layers at every pixel of a tile (a stack of 1x1 convs).
+
+    Attributes:
+        receptive_field: 1.
+        halo: 0.
 
     Args:
-        in_channels: features per pixel.
-        n_classes: classes.
-        hidden: hidden layer sizes.
+        in_channels: input bands C.
+        n_classes: output classes.
+        hidden: hidden layer widths.
         dropout: dropout after each hidden layer.
-        patch_size: the patch size it is fed (only the centre is used).
+        patch_size: the patch edge the data serves (recorded for inference; only the centre
+            pixel is used).
     """
+
+    receptive_field = 1
+    halo = 0
 
     def __init__(
         self,
         in_channels: int,
         n_classes: int,
         hidden: Sequence[int] = (512, 512),
-        dropout: float = 0.1,
+        dropout: float = 0.0,
         patch_size: int = 1,
     ) -> None:
         super().__init__()
+        self.in_channels, self.n_classes, self.patch_size = in_channels, n_classes, patch_size
+        widths = [in_channels, *hidden]
         layers: list[nn.Module] = []
-        prev = in_channels
-        for h in hidden:
-            layers += [nn.Conv2d(prev, h, 1), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            prev = h
-        layers.append(nn.Conv2d(prev, n_classes, 1))
-        self.net = nn.Sequential(*layers)
-        self.patch_size = patch_size
-        self.halo = patch_size // 2
-        self.receptive_field = 1
+        for c_in, c_out in itertools.pairwise(widths):
+            layers += [nn.Linear(c_in, c_out), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.net = nn.Sequential(*layers, nn.Linear(widths[-1], n_classes))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Classify the centre pixels.
+        """Classify pixels.
 
         Args:
             x: (B, C) vectors or (B, C, P, P) patches.
 
         Returns:
-            (B, n_classes).
+            (B, n_classes) logits.
         """
         if x.ndim == 4:
-            c = x.shape[-1] // 2
-            x = x[:, :, c : c + 1, c : c + 1]
-        else:
-            x = x[:, :, None, None]
-        return self.net(x).flatten(1)
+            x = x[:, :, x.shape[2] // 2, x.shape[3] // 2]  # (B, C) centre pixels
+        return self.net(x)
 
-    def forward_dense(self, x: Tensor) -> Tensor:
-        """Classify every pixel of a tile padded by ``halo``.
+    def forward_dense(self, x: Tensor, chunk_pixels: int = 1 << 18) -> Tensor:
+        """Classify every pixel of a tile.
 
         Args:
-            x: (B, C, H + 2*halo, W + 2*halo).
+            x: (B, C, H, W).
+            chunk_pixels: pixels per row slab (bounds the hidden activations' memory).
 
         Returns:
-            (B, n_classes, H, W).
+            (B, n_classes, H, W) logits.
         """
-        h = self.halo
-        if h:
-            x = x[:, :, h:-h, h:-h]
-        return self.net(x)
+        # Linear on channels-last pixels is a 1x1 conv
+        return _dense_rows(
+            lambda t: self.net(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
+            x,
+            0,
+            self.n_classes,
+            chunk_pixels,
+        )
