@@ -1,26 +1,62 @@
-"""Spectral-temporal metrics: per-pixel statistics over a period's clear observations."""
+"""Spectral-temporal metrics (STMs): per-pixel statistics over a period's clear observations.
+
+``python -m bsrlc.stm`` (config ``conf/stm.yaml``) or, from Python::
+
+    scenes = discover_scenes("scenes/landsat", SensorConfig(...), ["BLU", "GRN", "RED"])
+    composite(scenes, "stm/landsat_2019.tif", ["BLU", "GRN", "RED"], ["p25", "p50", "count"],
+              sensor, start="2018-01-01", end="2020-12-31")
+"""
 
 from bsrlc.stm.compose import (
+    OUT_NODATA,
+    OUT_SCALE,
     Scene,
+    SceneReader,
     SensorConfig,
+    StmPlan,
     composite,
     composite_periods,
     composite_window,
     discover_scenes,
+    plan_stm,
+    select_scenes,
+    split_bands,
 )
-from bsrlc.stm.metrics import compute_stm_block, parse_metrics
-from bsrlc.stm.qa import DECODERS, get_decoder, register
+from bsrlc.stm.indices import (
+    INDICES,
+    IndexDef,
+    compute_index,
+    normalized_difference,
+    register_index,
+)
+from bsrlc.stm.metrics import MetricSpec, compute_stm_block, compute_stm_int16, parse_metrics
+from bsrlc.stm.qa import DECODERS, check_options, get_decoder, register
 
 __all__ = [
     "DECODERS",
+    "INDICES",
+    "OUT_NODATA",
+    "OUT_SCALE",
+    "IndexDef",
+    "MetricSpec",
     "Scene",
+    "SceneReader",
     "SensorConfig",
+    "StmPlan",
+    "check_options",
     "composite",
     "composite_periods",
     "composite_window",
+    "compute_index",
     "compute_stm_block",
+    "compute_stm_int16",
     "discover_scenes",
     "get_decoder",
+    "normalized_difference",
     "parse_metrics",
+    "plan_stm",
     "register",
+    "register_index",
+    "select_scenes",
+    "split_bands",
 ]

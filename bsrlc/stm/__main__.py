@@ -1,63 +1,93 @@
-"""``python -m bsrlc.stm``: composite scenes into STM rasters (config: conf/stm.yaml)."""
+r"""``python -m bsrlc.stm``: composite scenes into STM rasters (config: conf/stm.yaml).
+
+Examples:
+    python -m bsrlc.stm sensor=landsat_c2 scenes=/data/l2 start=2018-01-01 end=2020-12-31
+    python -m bsrlc.stm sensor=demo_landsat scenes=data/demo/scenes/landsat \
+        'periods={2019:[2018-01-01,2020-12-31],2007:[2006-01-01,2008-12-31]}'
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from bsrlc.config import conf_dir
 from bsrlc.errors import ConfigError, exit_on_user_error
-from bsrlc.stm.compose import SensorConfig, composite, composite_periods, discover_scenes
+from bsrlc.stm.compose import (
+    SensorConfig,
+    composite,
+    composite_periods,
+    discover_scenes,
+    parse_date,
+)
 
 log = logging.getLogger("bsrlc.stm")
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers to plain Python (resolved)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def run(cfg: DictConfig) -> list[str]:
     """Composite according to a composed ``stm`` config.
 
     Args:
-        cfg: the config.
+        cfg: the config (see conf/stm.yaml).
 
     Returns:
-        The written (or already existing) output files.
+        The output files (written, or kept because they exist and overwrite is false).
 
     Raises:
-        ConfigError: if neither a date window nor periods are given consistently.
+        ConfigError: for missing scenes, bad sensor settings, or no label for a single window.
     """
-    if cfg.get("workers"):
-        import numba
-
-        numba.set_num_threads(min(int(cfg.workers), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-    sensor = SensorConfig(**OmegaConf.to_container(cfg.sensor, resolve=True))  # type: ignore[arg-type]
-    bands = list(cfg.bands)
-    scenes_arg = cfg.scenes if isinstance(cfg.scenes, str) else list(cfg.scenes)
-    scenes = discover_scenes(scenes_arg, sensor, bands, cfg.glob, cfg.get("band_file_pattern"))
-    common = {
+    if OmegaConf.is_missing(cfg, "scenes") or cfg.scenes in (None, ""):
+        raise ConfigError("scenes: required; set scenes=/path/to/folder (or a list of files)")
+    sensor_cfg = _plain(cfg.sensor)
+    try:
+        sensor = SensorConfig(**sensor_cfg)
+    except TypeError as err:
+        raise ConfigError(f"sensor: {err}; see conf/sensor/*.yaml for the keys") from None
+    bands = _plain(cfg.bands)
+    scenes = discover_scenes(
+        _plain(cfg.scenes), sensor, bands, cfg.glob, cfg.get("band_file_pattern")
+    )
+    common: dict[str, Any] = {
         "bands": bands,
-        "metrics": list(cfg.metrics),
-        "indices": list(cfg.get("indices") or []),
+        "metrics": list(_plain(cfg.metrics)),
+        "indices": list(_plain(cfg.get("indices")) or []),
         "sensor": sensor,
         "block_size": int(cfg.block_size),
+        "workers": cfg.get("workers"),
         "dask_address": cfg.get("dask_address"),
         "overwrite": bool(cfg.overwrite),
         "progress": bool(cfg.get("progress", True)),
     }
     if cfg.get("periods"):
-        periods = {str(k): list(v) for k, v in cfg.periods.items()}
+        periods = {str(k): list(v) for k, v in _plain(cfg.periods).items()}
         return [str(p) for p in composite_periods(scenes, cfg.out_dir, periods, **common).values()]
-    if cfg.get("label") is None:
-        raise ConfigError("label: give a period label (used in the file name) or periods={...}")
-    out = os.path.join(cfg.out_dir, f"{sensor.name}_{cfg.label}.tif")
-    return [str(composite(scenes, out, start=cfg.start, end=cfg.end, **common))]
+    label = cfg.get("label")
+    if label is None:
+        if cfg.get("end") is None:
+            raise ConfigError(
+                "label: not set and no end date to take the year from; set label=..., end=... "
+                "or periods={...}"
+            )
+        label = parse_date(cfg.end, "end").year
+    out = os.path.join(cfg.out_dir, f"{sensor.name}_{label}.tif")
+    return [str(composite(scenes, out, start=cfg.get("start"), end=cfg.get("end"), **common))]
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="stm")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    """Entry point.
+    """Entry point: prints the output paths, one a line.
 
     Args:
         cfg: the composed config.

@@ -1,45 +1,56 @@
 """Compositing scenes into spectral-temporal metric (STM) rasters, window by window.
 
 Scenes are found in a folder (or given as a list), dated from their file names, filtered to a
-date window, checked to share one grid, and read window by window so memory depends on the
-window size and the number of scenes, never on the raster size. Each window's stack is masked
-with the scene's QA decoder and the sensor's nodata, scaled to reflectance, extended by spectral
-indices and reduced by the numba kernel in :mod:`bsrlc.stm.metrics`. Windows run on the local
-cores, or as tasks on a Dask cluster when a scheduler address is configured.
+date window and checked up front (one grid and CRS, masks of the scene's shape, every band in
+every scene), so bad input fails before any output is opened. The raster is then processed in
+square windows: memory depends on the window size and the number of scenes, never on the
+raster size. For each window the scenes' raw DNs are read into a (time, bands, rows, cols)
+stack, the QA masks decoded into a (time, rows, cols) clear mask, and the numba kernel of
+:mod:`bsrlc.stm.metrics` reduces both to int16 STMs in one pass (on every core). Locally, a
+reader thread reads the next window while the kernel works on the current one; with a Dask
+scheduler address the windows run as ``dask.distributed`` tasks instead.
+
+Output: ``{out_dir}/{sensor}_{label}.tif``, a COG written atomically, int16
+``round(value * 10000)`` for reflectance, indices and STD, nodata -32768 where a pixel has no
+clear observation, and a last band CLEAR_COUNT (a plain count, 0 there; -32768 never occurs in
+it). Bands: for each band, for each metric (``BLU_MIN, BLU_P25, ..., GRN_MIN, ...``), then the
+indices the same way, then CLEAR_COUNT.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.raster import (
-    COGWriter,
-    RasterInfo,
-    band_indices,
-    block_windows,
-    check_same_grid,
-    open_raster,
-    raster_info,
-)
-from bsrlc.stm.indices import compute_index, index_bands
-from bsrlc.stm.metrics import MetricSpec, compute_stm_block, parse_metrics
-from bsrlc.stm.qa import get_decoder
+from bsrlc.raster import COGWriter, RasterInfo, block_windows, check_same_grid, open_raster
+from bsrlc.stm.indices import IndexMatrices, index_matrices
+from bsrlc.stm.metrics import MetricSpec, compute_stm_int16, parse_metrics
+from bsrlc.stm.qa import check_options, get_decoder
 
 log = logging.getLogger(__name__)
 
 OUT_NODATA = -32768
 OUT_SCALE = 10000
+
+BandsArg = Sequence[str] | Mapping[str, str | int]
+"""Bands to composite: names (band descriptions, or the ``{band}`` of a per-band file pattern),
+or a mapping output name -> name (or 1-based band number) in the files, e.g.
+``{BLU: SR_B2, GRN: SR_B3}``."""
 
 
 @dataclass(frozen=True)
@@ -47,21 +58,23 @@ class Scene:
     """One acquisition.
 
     Attributes:
-        id: the scene's name (file stem).
+        id: the scene's name (the file stem; for one file per band, the ``{scene}`` part).
         date: acquisition date.
         files: the band files: one multi-band file, or one file per band (in band order).
         mask: the QA mask file.
+        per_band: True when ``files`` are one single-band file per band.
     """
 
     id: str
     date: dt.date
     files: tuple[Path, ...]
     mask: Path
+    per_band: bool = False
 
 
 @dataclass
 class SensorConfig:
-    """How to read one sensor's scenes.
+    """How to read one sensor's scenes (``conf/sensor/*.yaml``).
 
     Attributes:
         name: used in output file names (``{name}_{label}.tif``).
@@ -69,8 +82,10 @@ class SensorConfig:
         offset: see ``scale``.
         decoder: QA decoder name (see :mod:`bsrlc.stm.qa`).
         decoder_options: keyword options of the decoder.
-        mask_suffix: the mask of ``X.tif`` is ``X{mask_suffix}.tif``.
-        date_regex: regex whose first group is the date in the file name.
+        mask_suffix: the mask of scene ``X`` is ``X{mask_suffix}`` with the scene's extension.
+        scene_suffix: a suffix of scene names that the mask name replaces (FORCE: ``_BOA`` with
+            ``mask_suffix: _QAI`` pairs ``X_BOA.tif`` with ``X_QAI.tif``); "" = none.
+        date_regex: regex whose first group is the date in the scene name.
         date_format: strptime format of that group.
     """
 
@@ -82,215 +97,529 @@ class SensorConfig:
     mask_suffix: str = "_QA"
     date_regex: str = r"(\d{8})"
     date_format: str = "%Y%m%d"
+    scene_suffix: str = ""
 
 
-def _parse_date(value: Any, what: str) -> dt.date:
+def split_bands(bands: BandsArg) -> tuple[list[str], list[str]]:
+    """Output band names and the names (or numbers) to look up in the files.
+
+    Args:
+        bands: a list of names, or a mapping output name -> file band name or number.
+
+    Returns:
+        (output names, file names), in the same order.
+
+    Raises:
+        ConfigError: for an empty or duplicated band list.
+    """
+    if isinstance(bands, str):
+        bands = [bands]
+    if isinstance(bands, Mapping):
+        names, sources = [str(k) for k in bands], [str(v) for v in bands.values()]
+    else:
+        names = [str(b) for b in bands]
+        sources = list(names)
+    if not names:
+        raise ConfigError("bands: empty; list the bands to composite (e.g. [BLU, GRN, RED])")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"bands: {names} has duplicates; list each band once")
+    return names, sources
+
+
+def parse_date(value: Any, what: str) -> dt.date:
+    """Parse a config date.
+
+    Args:
+        value: ``YYYY-MM-DD`` or a date.
+        what: the config key, for the error.
+
+    Returns:
+        The date.
+
+    Raises:
+        ConfigError: if it does not parse.
+    """
+    if isinstance(value, dt.datetime):
+        return value.date()
     if isinstance(value, dt.date):
         return value
     try:
-        return dt.date.fromisoformat(str(value))
+        return dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise ConfigError(f"{what}={value}: not a date; use YYYY-MM-DD") from None
+        raise ConfigError(f"{what}={value}: not a date; write it as YYYY-MM-DD") from None
 
 
 def discover_scenes(
     scenes: str | Path | Sequence[str | Path],
     sensor: SensorConfig,
-    bands: Sequence[str],
+    bands: BandsArg,
     glob: str = "*.tif",
     band_file_pattern: str | None = None,
 ) -> list[Scene]:
-    """Find scenes and their masks.
+    """Find scenes, their dates and their masks.
 
     Args:
-        scenes: a folder, or a list of scene files (or, with ``band_file_pattern``, scene ids
-            or any one of their band files).
+        scenes: a folder, or a list of scene files (for one file per band: any of a scene's
+            band files). Mask files (``*{mask_suffix}.*``) are skipped.
         sensor: the sensor's reading rules.
-        bands: the bands wanted (for the one-file-per-band layout).
-        glob: which files in a folder are scenes (mask files are excluded automatically).
+        bands: the bands wanted (see :data:`BandsArg`); for one file per band their file names
+            fill ``{band}``.
+        glob: which files in a folder are scenes.
         band_file_pattern: for one file per band, e.g. ``"{scene}_{band}.tif"``; None when each
             scene is one multi-band file.
 
     Returns:
-        Scenes sorted by date.
+        Scenes sorted by date (then name).
 
     Raises:
-        InputError: if a folder is missing or a scene has no date or no mask.
+        InputError: if the folder or a listed file is missing, the folder holds no scene, a
+            scene has no date in its name, or a band file or mask is missing.
+        ConfigError: for a band file pattern without ``{scene}`` and ``{band}``.
     """
-    date_re = re.compile(sensor.date_regex)
-    if isinstance(scenes, (str, Path)) and Path(scenes).is_dir():
+    _, sources = split_bands(bands)
+    try:
+        date_re = re.compile(sensor.date_regex)
+    except re.error as err:
+        raise ConfigError(f"sensor.date_regex={sensor.date_regex!r}: invalid ({err})") from None
+    band_re = _band_file_regex(band_file_pattern, sources) if band_file_pattern else None
+    if not sensor.mask_suffix and not sensor.scene_suffix:
+        raise ConfigError("sensor.mask_suffix: empty; masks are found as {scene}{mask_suffix}")
+    folder: Path | None = None
+    if isinstance(scenes, (str, Path)) and not Path(scenes).is_file():
         folder = Path(scenes)
+        if not folder.is_dir():
+            raise InputError(
+                f"{folder}: scene folder not found; set scenes= to a folder or a list of files"
+            )
         candidates = sorted(folder.glob(glob))
-    elif isinstance(scenes, (str, Path)):
-        raise InputError(f"{scenes}: scene folder not found; set scenes= to a folder or a list")
     else:
-        candidates = [Path(s) for s in scenes]
+        candidates = (
+            [Path(scenes)] if isinstance(scenes, (str, Path)) else [Path(s) for s in scenes]
+        )
+        for path in candidates:
+            if not path.is_file():
+                raise InputError(f"{path}: scene file not found; fix the scenes list")
     found: dict[str, Scene] = {}
     for path in candidates:
-        if path.stem.endswith(sensor.mask_suffix):
+        is_mask = bool(sensor.mask_suffix) and path.stem.endswith(sensor.mask_suffix)
+        if is_mask or not path.is_file():
             continue
-        if band_file_pattern:
-            scene_id = _scene_id_from_band_file(path, band_file_pattern, bands)
-            if scene_id is None:
+        if band_re is not None and band_file_pattern is not None:
+            m = band_re.fullmatch(path.name)
+            if m is None:
+                if folder is None:
+                    raise InputError(
+                        f"{path}: not a band file of the form {band_file_pattern} for bands "
+                        f"{', '.join(sources)}; fix the scenes list or band_file_pattern"
+                    )
                 continue
+            scene_id = m.group("scene")
             files = tuple(
-                path.parent / band_file_pattern.format(scene=scene_id, band=b) for b in bands
+                path.parent / band_file_pattern.format(scene=scene_id, band=b) for b in sources
             )
         else:
             scene_id, files = path.stem, (path,)
         if scene_id in found:
             continue
-        m = date_re.search(scene_id)
-        if not m:
-            raise InputError(
-                f"{path}: no date in the file name matching {sensor.date_regex!r}; rename it "
-                "or set sensor.date_regex"
-            )
-        try:
-            date = dt.datetime.strptime(m.group(1), sensor.date_format).date()
-        except ValueError:
-            raise InputError(
-                f"{path}: {m.group(1)!r} is not a date of format {sensor.date_format}"
-            ) from None
+        date = _scene_date(path, scene_id, sensor, date_re)
         for f in files:
             if not f.exists():
-                raise InputError(f"{f}: band file of scene {scene_id} not found")
-        mask = path.parent / f"{scene_id}{sensor.mask_suffix}.tif"
+                raise InputError(
+                    f"{f}: band file of scene {scene_id} not found; every scene needs all bands "
+                    f"({', '.join(sources)}) as {band_file_pattern}"
+                )
+        base = scene_id
+        if sensor.scene_suffix and base.endswith(sensor.scene_suffix):
+            base = base[: -len(sensor.scene_suffix)]
+        mask = path.parent / f"{base}{sensor.mask_suffix}{path.suffix}"
         if not mask.exists():
             raise InputError(
-                f"{mask}: QA mask of {files[0]} not found; every scene needs "
-                f"{{scene}}{sensor.mask_suffix}.tif (or set sensor.mask_suffix)"
+                f"{mask}: QA mask of {files[0]} not found; every scene needs its mask "
+                f"{{scene}}{sensor.mask_suffix}{path.suffix} next to it (or set sensor.mask_suffix)"
             )
-        found[scene_id] = Scene(scene_id, date, files, mask)
+        found[scene_id] = Scene(scene_id, date, files, mask, per_band=band_re is not None)
+    if not found and folder is not None:
+        raise InputError(
+            f"{folder}: no scene files matching {glob!r}"
+            + (f" and {band_file_pattern!r}" if band_file_pattern else "")
+            + "; point scenes= at the scene folder or fix glob / band_file_pattern"
+        )
     return sorted(found.values(), key=lambda s: (s.date, s.id))
 
 
-def _scene_id_from_band_file(path: Path, pattern: str, bands: Sequence[str]) -> str | None:
+def _scene_date(path: Path, scene_id: str, sensor: SensorConfig, date_re: re.Pattern) -> dt.date:
+    m = date_re.search(scene_id)
+    if not m or not m.groups():
+        raise InputError(
+            f"{path}: no date in the name matching {sensor.date_regex!r}; rename the file or set "
+            "sensor.date_regex (its first group is the date)"
+        )
+    try:
+        return dt.datetime.strptime(m.group(1), sensor.date_format).date()
+    except ValueError:
+        raise InputError(
+            f"{path}: {m.group(1)!r} is not a date of format {sensor.date_format}; fix the name "
+            "or sensor.date_regex / sensor.date_format"
+        ) from None
+
+
+def _band_file_regex(pattern: str, sources: Sequence[str]) -> re.Pattern:
     if "{band}" not in pattern or "{scene}" not in pattern:
-        raise ConfigError(f"band_file_pattern={pattern}: must contain {{scene}} and {{band}}")
-    regex = re.escape(pattern).replace(r"\{scene\}", "(?P<scene>.+)")
-    regex = regex.replace(r"\{band\}", "(?P<band>" + "|".join(map(re.escape, bands)) + ")")
-    m = re.fullmatch(regex, path.name)
-    return m.group("scene") if m else None
+        raise ConfigError(
+            f"band_file_pattern={pattern}: must contain {{scene}} and {{band}}, "
+            "e.g. '{scene}_{band}.tif'"
+        )
+    regex = re.escape(pattern).replace(r"\{scene\}", "(?P<scene>.+?)")
+    regex = regex.replace(r"\{band\}", "(?:" + "|".join(map(re.escape, sources)) + ")")
+    return re.compile(regex)
+
+
+def select_scenes(
+    scenes: Sequence[Scene], start: Any = None, end: Any = None
+) -> tuple[list[Scene], dt.date, dt.date]:
+    """The scenes of a date window.
+
+    Args:
+        scenes: candidate scenes.
+        start: first date (inclusive, ``YYYY-MM-DD`` or a date); None = no bound.
+        end: last date (inclusive); None = no bound.
+
+    Returns:
+        (the scenes in the window, the window's start, its end); an unbounded end is replaced
+        by the first/last chosen scene's date.
+
+    Raises:
+        ConfigError: for dates that do not parse or start after end.
+        InputError: if no scene falls in the window (naming the scenes' folder).
+    """
+    d0 = parse_date(start, "start") if start is not None else dt.date.min
+    d1 = parse_date(end, "end") if end is not None else dt.date.max
+    if d0 > d1:
+        raise ConfigError(f"start={d0} is after end={d1}: the date window is empty; swap them")
+    chosen = [s for s in scenes if d0 <= s.date <= d1]
+    if not chosen:
+        folders = sorted({str(s.files[0].parent) for s in scenes}) or ["(no scenes given)"]
+        span = f"dates {scenes[0].date}..{scenes[-1].date}" if scenes else "none"
+        raise InputError(
+            f"{', '.join(folders)}: no scene between {d0} and {d1} ({len(scenes)} scenes, "
+            f"{span}); widen the window or point scenes= at the right folder"
+        )
+    first, last = chosen[0].date, chosen[-1].date
+    return chosen, first if start is None else d0, last if end is None else d1
 
 
 @dataclass
-class _Plan:
+class StmPlan:
+    """Everything the engine needs for one output, checked up front (picklable for Dask).
+
+    Attributes:
+        scenes: the window's scenes, by date.
+        grid: the common grid (of the first scene).
+        band_idx: per scene, 1-based band indices to read (one per file for per-band files).
+        nodata: (scenes, bands) input nodata values, NaN where unset.
+        dtype: the stack's dtype (the files' common dtype).
+        bands: output band names.
+        spec: parsed metrics.
+        idx: spectral index coefficients.
+        sensor: the sensor's reading rules.
+    """
+
     scenes: list[Scene]
     grid: RasterInfo
-    band_idx: list[list[int]]  # per scene, per file: 1-based indices
+    band_idx: list[list[int]]
+    nodata: np.ndarray
+    dtype: np.dtype
     bands: list[str]
-    indices: list[str]
     spec: MetricSpec
+    idx: IndexMatrices
     sensor: SensorConfig
 
     @property
     def descriptions(self) -> list[str]:
-        names = [f"{b}_{m.upper()}" for b in self.bands + self.indices for m in self.spec.names]
-        return [*names, "CLEAR_COUNT"]
+        """Output band names: ``{BAND}_{METRIC}`` band-major, then indices, then CLEAR_COUNT."""
+        layers = [*self.bands, *self.idx.names]
+        return [*(f"{b}_{m.upper()}" for b in layers for m in self.spec.names), "CLEAR_COUNT"]
 
 
-def plan(
+def _file_info(path: Path) -> tuple[RasterInfo, tuple[float | None, ...]]:
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise InputError(
+                f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:3035)"
+            )
+        info = RasterInfo(
+            path=path,
+            crs=src.crs,
+            transform=src.transform,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            nodata=src.nodata,
+            descriptions=tuple(d or "" for d in src.descriptions),
+        )
+        return info, tuple(src.nodatavals)
+
+
+def _lookup_bands(info: RasterInfo, sources: Sequence[str], names: Sequence[str]) -> list[int]:
+    lookup = {d: i + 1 for i, d in enumerate(info.descriptions) if d}
+    out, missing = [], []
+    for src_name, name in zip(sources, names, strict=True):
+        if src_name in lookup:
+            out.append(lookup[src_name])
+        elif src_name.isdigit() and 1 <= int(src_name) <= info.count:
+            out.append(int(src_name))
+        else:
+            missing.append(src_name if src_name == name else f"{src_name} (for {name})")
+    if missing:
+        have = ", ".join(d for d in info.descriptions if d) or "no band descriptions"
+        raise InputError(
+            f"{info.path}: band(s) {', '.join(missing)} missing (file has {info.count} bands: "
+            f"{have}); every scene needs every band of bands=, matched by band description "
+            "(or band number); drop the scene or fix bands="
+        )
+    return out
+
+
+def plan_stm(
     scenes: Sequence[Scene],
-    bands: Sequence[str],
-    metrics: Sequence[str],
+    bands: BandsArg,
+    metrics: Sequence[str] | MetricSpec,
     indices: Sequence[str],
     sensor: SensorConfig,
-) -> _Plan:
-    """Check scenes, masks and bands up front, before any output is opened.
+) -> StmPlan:
+    """Check scenes, masks and bands before any output is opened.
 
     Args:
         scenes: the window's scenes.
-        bands: bands to composite, by band description (or, for one file per band, the
-            bands of the pattern).
+        bands: bands to composite (see :data:`BandsArg`).
         metrics: metric names.
         indices: spectral index names.
         sensor: the sensor's reading rules.
 
     Returns:
-        What the engine needs.
+        The plan.
 
     Raises:
-        InputError: for different grids or CRSs, a mask of another shape, a missing band.
+        InputError: for scenes on different grids or CRSs, a mask of another shape, a missing
+            band or an unreadable file (naming it).
+        ConfigError: for unknown metrics, indices, decoders or decoder options.
     """
+    names, sources = split_bands(bands)
     spec = parse_metrics(metrics)
-    for name in indices:
-        index_bands(name, bands)  # raises for unknown indices or missing input bands
-    infos = [raster_info(f) for s in scenes for f in s.files]
-    check_same_grid(infos, "scenes")
-    grid = infos[0]
-    band_idx = []
-    for s in scenes:
-        if len(s.files) == 1:
-            band_idx.append(band_indices(raster_info(s.files[0]), bands))
+    idx = index_matrices(list(indices), names)
+    check_options(sensor.decoder, sensor.decoder_options)
+    if not scenes:
+        raise InputError("no scenes to composite; point scenes= at a folder with scenes")
+    file_infos = {f: _file_info(f) for s in scenes for f in s.files}
+    check_same_grid([info for info, _ in file_infos.values()], "scenes")
+    grid = next(iter(file_infos.values()))[0]
+    band_idx: list[list[int]] = []
+    nodata = np.full((len(scenes), len(names)), np.nan)  # (scenes, bands)
+    dtypes = []
+    for t, s in enumerate(scenes):
+        if not s.per_band:
+            info, nodatavals = file_infos[s.files[0]]
+            band_idx.append(_lookup_bands(info, sources, names))
+            nds = [nodatavals[k - 1] for k in band_idx[-1]]
         else:
             band_idx.append([1] * len(s.files))
-        mask = raster_info(s.mask, require_crs=False)
-        if (mask.width, mask.height) != (grid.width, grid.height):
-            raise InputError(
-                f"{s.mask}: mask is {mask.width}x{mask.height} but its scene {s.files[0]} is "
-                f"{grid.width}x{grid.height}; use the mask that belongs to the scene"
-            )
-    return _Plan(list(scenes), grid, band_idx, list(bands), list(indices), spec, sensor)
+            nds = [file_infos[f][1][0] for f in s.files]
+        nodata[t] = [np.nan if v is None else v for v in nds]
+        dtypes += [file_infos[f][0].dtype for f in s.files]
+        with open_raster(s.mask) as m:
+            if (m.width, m.height) != (grid.width, grid.height):
+                raise InputError(
+                    f"{s.mask}: mask is {m.width}x{m.height} but its scene {s.files[0]} is "
+                    f"{grid.width}x{grid.height}; use the mask that belongs to the scene"
+                )
+    dtype = np.result_type(*dtypes)
+    return StmPlan(list(scenes), grid, band_idx, nodata, dtype, names, spec, idx, sensor)
 
 
-def composite_window(p: _Plan, window: Window) -> np.ndarray:
-    """Read, mask and reduce one window.
+class SceneReader:
+    """Reads windows of a plan's scenes, keeping the files open between windows.
+
+    Opening a COG costs milliseconds; thousands of windows x tens of scenes add up. At most
+    ``max_open`` files stay open (least recently used closed first), to stay below the
+    process's file-handle limit with long per-band archives. Not thread-safe: use one reader
+    per thread.
+
+    Args:
+        plan: the plan whose scenes to read.
+        max_open: how many files to keep open.
+    """
+
+    def __init__(self, plan: StmPlan, max_open: int = 512) -> None:
+        self.plan = plan
+        self.max_open = max_open
+        self._open: OrderedDict[Path, rasterio.io.DatasetReader] = OrderedDict()
+        self._decode = get_decoder(plan.sensor.decoder)
+
+    def _ds(self, path: Path) -> rasterio.io.DatasetReader:
+        ds = self._open.get(path)
+        if ds is None:
+            while len(self._open) >= self.max_open:
+                self._open.popitem(last=False)[1].close()
+            ds = self._open[path] = open_raster(path)
+        else:
+            self._open.move_to_end(path)
+        return ds
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read one window of every scene.
+
+        Args:
+            window: the window.
+
+        Returns:
+            (stack, clear): (time, bands, rows, cols) raw DNs and (time, rows, cols) bool.
+
+        Raises:
+            InputError: if a file cannot be read (naming it) or a decoder returns another shape.
+        """
+        p = self.plan
+        h, w = int(window.height), int(window.width)
+        stack = np.empty((len(p.scenes), len(p.bands), h, w), p.dtype)  # (t, b, h, w)
+        clear = np.empty((len(p.scenes), h, w), np.bool_)  # (t, h, w)
+        opts = p.sensor.decoder_options
+        for t, scene in enumerate(p.scenes):
+            path = scene.files[0]
+            try:
+                if not scene.per_band:
+                    self._ds(path).read(p.band_idx[t], window=window, out=stack[t])
+                else:
+                    for b, path in enumerate(scene.files):
+                        self._ds(path).read(1, window=window, out=stack[t, b])
+                path = scene.mask
+                qa = self._ds(path).read(1, window=window)
+            except RasterioIOError as err:
+                first = str(err).splitlines()[0] if str(err) else "read error"
+                raise InputError(
+                    f"{path}: cannot read window {window.col_off},{window.row_off} ({first}); "
+                    "the file is damaged: re-create or re-download it"
+                ) from None
+            decoded = np.asarray(self._decode(qa, **opts))
+            if decoded.shape != (h, w):
+                raise InputError(
+                    f"{scene.mask}: decoder {p.sensor.decoder} returned shape {decoded.shape} for "
+                    f"a {h}x{w} window; check sensor.decoder"
+                )
+            clear[t] = decoded
+        return stack, clear
+
+    def close(self) -> None:
+        """Close every open file."""
+        for ds in self._open.values():
+            ds.close()
+        self._open.clear()
+
+
+def reduce_window(p: StmPlan, stack: np.ndarray, clear: np.ndarray) -> np.ndarray:
+    """Reduce one window's stack to the int16 STM block.
+
+    Args:
+        p: the plan.
+        stack: (time, bands, rows, cols) raw DNs.
+        clear: (time, rows, cols) bool.
+
+    Returns:
+        (outputs, rows, cols) int16, CLEAR_COUNT last.
+    """
+    return compute_stm_int16(
+        stack,
+        clear,
+        p.spec,
+        p.idx,
+        scale=p.sensor.scale,
+        offset=p.sensor.offset,
+        nodata=p.nodata,
+        out_scale=OUT_SCALE,
+        fill=OUT_NODATA,
+    )
+
+
+def composite_window(p: StmPlan, window: Window) -> np.ndarray:
+    """Read and reduce one window on its own (opens and closes the files; a Dask task).
 
     Args:
         p: the plan.
         window: the window.
 
     Returns:
-        (n_outputs, rows, cols) int16 STM block.
+        (outputs, rows, cols) int16 STM block, CLEAR_COUNT last.
     """
-    h, w = int(window.height), int(window.width)
-    nb = len(p.bands)
-    stack = np.empty((len(p.scenes), nb + len(p.indices), h, w), np.float32)
-    decode = get_decoder(p.sensor.decoder)
-    for t, scene in enumerate(p.scenes):
-        if len(scene.files) == 1:
-            with open_raster(scene.files[0]) as src:
-                dn = src.read(p.band_idx[t], window=window)
-                nodata = src.nodata
-        else:
-            arrays = []
-            for f in scene.files:
-                with open_raster(f) as src:
-                    arrays.append(src.read(1, window=window))
-                    nodata = src.nodata
-            dn = np.stack(arrays)
-        with open_raster(scene.mask) as src:
-            clear = decode(src.read(1, window=window), **p.sensor.decoder_options)
-        if nodata is not None:
-            clear &= ~(dn == nodata).any(axis=0)
-        refl = dn.astype(np.float32) * np.float32(p.sensor.scale) + np.float32(p.sensor.offset)
-        clear &= np.isfinite(refl).all(axis=0)
-        stack[t, :nb] = refl
-        for k, name in enumerate(p.indices):
-            stack[t, nb + k] = compute_index(name, refl, p.bands)
-        stack[t][:, ~clear] = np.nan
-    stats, count = compute_stm_block(stack, p.spec)
-    nodata_px = count == 0
-    out = np.empty((stats.shape[0] + 1, h, w), np.int16)
-    scaled = np.round(stats * OUT_SCALE)
-    np.clip(scaled, -32767, 32767, out=scaled)
-    scaled[:, nodata_px] = OUT_NODATA
-    out[:-1] = scaled.astype(np.int16)
-    out[-1] = np.minimum(count, 32767)
-    return out
+    reader = SceneReader(p)
+    try:
+        stack, clear = reader.read(window)
+    finally:
+        reader.close()
+    return reduce_window(p, stack, clear)
+
+
+Emit = Callable[[Window, np.ndarray], None]
+
+
+def _run_local(p: StmPlan, windows: Sequence[Window], emit: Emit) -> None:
+    """Reduce windows in order; a reader thread reads window k+1 while k is reduced.
+
+    GDAL decompression releases the GIL, so reading overlaps the numba kernel (which uses
+    every core); at most two windows' stacks are in memory.
+    """
+    reader = SceneReader(p)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="stm-read") as pool:
+            pending = pool.submit(reader.read, windows[0])
+            for k, window in enumerate(windows):
+                stack, clear = pending.result()
+                if k + 1 < len(windows):
+                    pending = pool.submit(reader.read, windows[k + 1])
+                emit(window, reduce_window(p, stack, clear))
+    finally:
+        reader.close()
+
+
+def _run_dask(p: StmPlan, windows: Sequence[Window], emit: Emit, address: str) -> None:
+    """Run windows as tasks on a Dask cluster, with a bounded number in flight."""
+    from dask.distributed import Client, as_completed
+
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError) as err:
+        raise ConfigError(
+            f"dask_address={address}: cannot connect to a Dask scheduler ({err}); start one or "
+            "set dask_address=null to run locally"
+        ) from None
+    with client:
+        remote_plan = client.scatter(p, broadcast=True)
+        limit = max(2, 2 * sum(client.nthreads().values()))  # bounds the results held in memory
+        todo = iter(windows)
+        where: dict[Any, Window] = {}
+
+        def submit(window: Window) -> Any:
+            fut = client.submit(composite_window, remote_plan, window, pure=False)
+            where[fut] = window
+            return fut
+
+        running = as_completed([submit(w) for w in itertools.islice(todo, limit)])
+        for fut in running:
+            emit(where.pop(fut), fut.result())
+            nxt = next(todo, None)
+            if nxt is not None:
+                running.add(submit(nxt))
 
 
 def composite(
     scenes: Sequence[Scene],
     out_path: str | Path,
-    bands: Sequence[str],
-    metrics: Sequence[str],
+    bands: BandsArg,
+    metrics: Sequence[str] | MetricSpec,
     sensor: SensorConfig,
     indices: Sequence[str] = (),
-    start: dt.date | str | None = None,
-    end: dt.date | str | None = None,
+    start: Any = None,
+    end: Any = None,
     block_size: int = 256,
+    workers: int | None = None,
     dask_address: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -298,121 +627,137 @@ def composite(
     """Composite the scenes of a date window into one STM COG.
 
     Args:
-        scenes: candidate scenes (filtered to the window here).
+        scenes: candidate scenes (from :func:`discover_scenes`; filtered to the window here).
         out_path: the output file.
-        bands: bands to composite.
-        metrics: metric names (``min``, ``p25``, ``mean``, ``std``, ``count``...).
+        bands: bands to composite (see :data:`BandsArg`).
+        metrics: metric names (``min``, ``p25``, ``median``, ``mean``, ``std``, ``count``...).
         sensor: the sensor's reading rules.
-        indices: spectral indices to composite too (``NDVI``...).
-        start: first date (inclusive); None = no bound.
+        indices: spectral indices to composite too (``NDVI``...; see :mod:`bsrlc.stm.indices`).
+        start: first date (inclusive, ``YYYY-MM-DD``); None = no bound.
         end: last date (inclusive); None = no bound.
-        block_size: window edge in pixels (memory ~ scenes x bands x block_size^2 x 4 bytes).
+        block_size: window edge in pixels; memory ~ 2 x scenes x bands x block_size^2 x 2 bytes.
+        workers: CPU threads of the kernel (None = all cores).
         dask_address: a ``dask.distributed`` scheduler to run windows on; None = local cores.
-        overwrite: replace an existing output; otherwise it is kept and returned.
-        progress: show a progress bar.
+        overwrite: replace an existing output; otherwise it is kept (and returned).
+        progress: show a progress bar over windows.
 
     Returns:
         The output path.
 
     Raises:
-        ConfigError: for an empty date window.
-        InputError: for a window without scenes or inconsistent inputs.
+        ConfigError: for an empty date window or bad metrics, indices or decoder settings.
+        InputError: for a window without scenes or inconsistent inputs (nothing is written).
     """
     out_path = Path(out_path)
-    d0 = _parse_date(start, "start") if start is not None else dt.date.min
-    d1 = _parse_date(end, "end") if end is not None else dt.date.max
-    if d0 > d1:
-        raise ConfigError(f"start={d0} is after end={d1}: the date window is empty; swap them")
-    chosen = [s for s in scenes if d0 <= s.date <= d1]
-    if not chosen:
-        span = f"{scenes[0].date}..{scenes[-1].date}" if scenes else "none"
-        where = scenes[0].files[0].parent if scenes else "the scene folder"
-        raise InputError(
-            f"{where}: no scene between {d0} and {d1} (scenes found: {len(scenes)}, dates "
-            f"{span}); widen the window or point scenes= at the right folder"
-        )
+    chosen, d0, d1 = select_scenes(scenes, start, end)
+    if block_size < 16:
+        raise ConfigError(f"block_size={block_size}: too small; use 128..1024")
     if out_path.exists() and not overwrite:
-        log.info("%s exists; skipped (overwrite=true recomputes it)", out_path)
+        log.info("%s exists; kept (overwrite=true recomputes it)", out_path)
         return out_path
-    p = plan(chosen, bands, metrics, indices, sensor)
+    p = plan_stm(chosen, bands, metrics, indices, sensor)
     grid = p.grid
     windows = block_windows(grid.width, grid.height, block_size)
     tags = {
         "SENSOR": sensor.name,
-        "START": str(chosen[0].date if start is None else d0),
-        "END": str(chosen[-1].date if end is None else d1),
+        "START": d0.isoformat(),
+        "END": d1.isoformat(),
+        "FIRST_DATE": chosen[0].date.isoformat(),
+        "LAST_DATE": chosen[-1].date.isoformat(),
         "N_SCENES": str(len(chosen)),
         "SCALE": str(1 / OUT_SCALE),
+        "NODATA_MEANING": "no clear observation (CLEAR_COUNT is 0 there)",
+        "METRICS": ",".join(p.spec.names),
+        "INDICES": ",".join(p.idx.names),
         "SCENES": ",".join(s.id for s in chosen),
     }
-    with COGWriter(
-        out_path,
-        crs=grid.crs,
-        transform=grid.transform,
-        width=grid.width,
-        height=grid.height,
-        count=len(p.descriptions),
-        dtype="int16",
-        nodata=OUT_NODATA,
-        descriptions=p.descriptions,
-        tags=tags,
-        overwrite=True,
-    ) as writer:
-        bar = tqdm(total=len(windows), desc=out_path.name, disable=not progress, unit="win")
-        for window, block in _run(p, windows, dask_address):
-            writer.write(block, window)
-            bar.update()
-        bar.close()
+    band_tags = [{"SCALE": str(1 / OUT_SCALE)}] * (len(p.descriptions) - 1) + [{"SCALE": "1"}]
+    threads = _set_threads(workers)
+    try:
+        with COGWriter(
+            out_path,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            count=len(p.descriptions),
+            dtype="int16",
+            nodata=OUT_NODATA,
+            descriptions=p.descriptions,
+            tags=tags,
+            band_tags=band_tags,
+            overwrite=True,
+        ) as writer:
+            with tqdm(
+                total=len(windows), desc=out_path.name, disable=not progress, unit="win"
+            ) as bar:
+
+                def emit(window: Window, block: np.ndarray) -> None:
+                    writer.write(block, window)
+                    bar.update()
+
+                if dask_address:
+                    _run_dask(p, windows, emit, dask_address)
+                else:
+                    _run_local(p, windows, emit)
+    finally:
+        _set_threads(threads)
     log.info(
-        "%s: %d scenes, %d bands -> %s", sensor.name, len(chosen), len(p.descriptions), out_path
+        "%s %s..%s: %d scenes -> %s (%d bands)",
+        sensor.name,
+        d0,
+        d1,
+        len(chosen),
+        out_path,
+        len(p.descriptions),
     )
     return out_path
 
 
-def _run(
-    p: _Plan, windows: list[Window], dask_address: str | None
-) -> Iterable[tuple[Window, np.ndarray]]:
-    """Yield (window, block) pairs, locally (numba uses every core) or on a Dask cluster."""
-    if not dask_address:
-        for window in windows:
-            yield window, composite_window(p, window)
-        return
-    from dask.distributed import Client, as_completed
+def _set_threads(n: int | None) -> int | None:
+    """Set numba's thread count for this thread; returns the previous one."""
+    if n is None:
+        return None
+    import numba
 
-    with Client(dask_address) as client:
-        plan_future = client.scatter(p, broadcast=True)
-        futures = {client.submit(composite_window, plan_future, w, pure=False): w for w in windows}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    prev = int(numba.get_num_threads())
+    numba.set_num_threads(max(1, min(int(n), int(numba.config.NUMBA_NUM_THREADS))))  # type: ignore[attr-defined]
+    return prev
 
 
 def composite_periods(
     scenes: Sequence[Scene],
     out_dir: str | Path,
-    periods: Mapping[str, Sequence[Any]],
+    periods: Mapping[Any, Sequence[Any]],
     **kwargs: Any,
 ) -> dict[str, Path]:
-    """Composite several date windows: one ``{sensor}_{label}.tif`` per period.
+    """Composite several date windows: one ``{sensor.name}_{label}.tif`` per period.
 
     Args:
         scenes: candidate scenes.
         out_dir: the output folder.
-        periods: label -> (start, end).
-        **kwargs: passed to :func:`composite` (bands, metrics, sensor, ...).
+        periods: label -> (start, end), e.g. ``{"2019": ["2018-01-01", "2020-12-31"]}``.
+        **kwargs: passed to :func:`composite` (bands, metrics, sensor, indices, ...).
 
     Returns:
         label -> output path.
+
+    Raises:
+        ConfigError: for a period that is not a [start, end] pair or an empty date window.
+        InputError: for a period without scenes. Periods are checked before any is written.
     """
     sensor: SensorConfig = kwargs["sensor"]
-    out = {}
+    for label, window in periods.items():  # check every period before writing any
+        if isinstance(window, str) or len(window) != 2:
+            raise ConfigError(f"periods.{label}: expected [start, end], got {window!r}")
+        select_scenes(scenes, window[0], window[1])
+    out: dict[str, Path] = {}
     for label, window in periods.items():
-        if len(window) != 2:
-            raise ConfigError(f"periods.{label}: expected [start, end], got {list(window)}")
         out[str(label)] = composite(
             scenes,
             Path(out_dir) / f"{sensor.name}_{label}.tif",
             start=window[0],
             end=window[1],
-            **{k: v for k, v in kwargs.items()},
+            **kwargs,
         )
     return out
