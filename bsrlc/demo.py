@@ -337,9 +337,9 @@ def run(
     for name in ("landsat_30m_nn", "sr_10m", "s2_10m", "pixel_sr_10m"):
         inputs_fig.append((f"map: {name}", M.read_map(map_paths[name][latest])[0][block]))
     M.maps_figure(inputs_fig, legend, figs / "held_out_block.png", cols=4)
-    from bsrlc.evaluation.figures import confusion_figure
-
     import imageio.v3 as iio
+
+    from bsrlc.evaluation.figures import confusion_figure
 
     for name, res in classify_metrics["latest"].items():
         iio.imwrite(
@@ -381,10 +381,20 @@ def run(
     return metrics
 
 
-def _report(world, metrics, classify_metrics, area_acc, areas, truth_areas, legend, years) -> str:
+def _report(
+    world: DemoWorld,
+    metrics: dict[str, Any],
+    classify_metrics: dict[str, dict[str, Any]],
+    area_acc: Any,
+    areas: dict[str, dict[str, float]],
+    truth_areas: dict[str, dict[str, float]],
+    legend: Any,
+    years: list[str],
+) -> str:
     sr = metrics["sr"]
     lines = [
-        f"# bsrlc demo report ({world.spec.size} x {world.spec.size} px world, seed {world.spec.seed})",
+        f"# bsrlc demo report ({world.spec.size} x {world.spec.size} px world, "
+        f"seed {world.spec.seed})",
         "",
         "Produced by `make demo` (`python -m bsrlc.demo`). Every number below is measured on the",
         "held-out test block, which no training step reads. Timings: "
@@ -446,7 +456,8 @@ def _report(world, metrics, classify_metrics, area_acc, areas, truth_areas, lege
     lines += [
         "",
         "Mapped area in ha (truth in brackets). Maps: `maps/sr_10m_YYYY.tif`; change between the",
-        f"first and last period: `maps/change_{years[0]}_{years[-1]}.tif`; animation: `change.gif`.",
+        f"first and last period: `maps/change_{years[0]}_{years[-1]}.tif`; "
+        "animation: `change.gif`.",
         "",
         "![class areas](figures/class_areas.png)",
         "",

@@ -30,9 +30,16 @@ def checkpoints(tmp_path_factory, tiny_world, tiny_stms):
             f"data.lr_path={tiny_stms['landsat']['2019']}",
             f"data.hr_path={tiny_stms['sentinel2']['2019']}",
             f"data.test_region={tiny_world.root / 'regions.geojson'}",
-            "data.patch_size=16", "data.batch_size=4", "data.samples_per_epoch=8",
-            "data.cache_dir=null", "logger=csv", "trainer.max_steps=2", "model.discriminator=null",
-            "model.generator.channels=8", "model.generator.n_blocks=1", "test=false",
+            "data.patch_size=16",
+            "data.batch_size=4",
+            "data.samples_per_epoch=8",
+            "data.cache_dir=null",
+            "logger=csv",
+            "trainer.max_steps=2",
+            "model.discriminator=null",
+            "model.generator.channels=8",
+            "model.generator.n_blocks=1",
+            "test=false",
         ],
         root / "sr",
     )
@@ -42,8 +49,12 @@ def checkpoints(tmp_path_factory, tiny_world, tiny_stms):
             "experiment=classify_demo",
             f"data.raster={tiny_stms['sentinel2']['2019']}",
             f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
-            "data.cache_dir=null", "data.block_size=32", "logger=csv", "trainer.max_epochs=1",
-            "model.net.channels=[8,8,8,8,8,8]", "test=false",
+            "data.cache_dir=null",
+            "data.block_size=32",
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "model.net.channels=[8,8,8,8,8,8]",
+            "test=false",
         ],
         root / "cls",
     )
@@ -56,8 +67,9 @@ def test_tiled_map_equals_one_pass_and_per_patch(tmp_path, tiny_stms, checkpoint
     legend = Legend.from_config(model.meta["legend"])
     src = tiny_stms["sentinel2"]["2019"]
     args = (model.bands, model.mean, model.std, legend, model.meta["halo"])
-    tiled = classify_raster(model.net, src, tmp_path / "t.tif", *args, tile=50, progress=False,
-                            probabilities=True)
+    tiled = classify_raster(
+        model.net, src, tmp_path / "t.tif", *args, tile=50, progress=False, probabilities=True
+    )
     whole = classify_raster(model.net, src, tmp_path / "w.tif", *args, tile=1024, progress=False)
     with rasterio.open(tiled) as a, rasterio.open(whole) as b, rasterio.open(src) as s:
         assert np.array_equal(a.read(), b.read())  # no seams
@@ -111,8 +123,9 @@ def test_checkpoints_load_without_unpickling(tmp_path, checkpoints):
 
 
 def _predict(*args):
-    return subprocess.run([sys.executable, "predict.py", *args, "progress=false"],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "predict.py", *args, "progress=false"], capture_output=True, text=True
+    )
 
 
 def test_predict_cli_periods_resume_and_bad_input(tmp_path, tiny_stms, checkpoints):
@@ -122,29 +135,58 @@ def test_predict_cli_periods_resume_and_bad_input(tmp_path, tiny_stms, checkpoin
     for y in ("2007", "2019"):
         (inputs / f"landsat_{y}.tif").symlink_to(tiny_stms["landsat"][y])
     out = tmp_path / "out"
-    res = _predict(f"model={cls}", f"sr_model={sr}", f"input={inputs}", f"out_dir={out}",
-                   "pipeline=sr+classify")
+    res = _predict(
+        f"model={cls}",
+        f"sr_model={sr}",
+        f"input={inputs}",
+        f"out_dir={out}",
+        "pipeline=sr+classify",
+    )
     assert res.returncode == 0, res.stderr
-    for name in ("landsat_2007_sr.tif", "landsat_2019_map.tif", "class_areas.csv",
-                 "class_areas.png", "change_2007_2019.tif", "maps.gif"):
+    for name in (
+        "landsat_2007_sr.tif",
+        "landsat_2019_map.tif",
+        "class_areas.csv",
+        "class_areas.png",
+        "change_2007_2019.tif",
+        "maps.gif",
+    ):
         assert (out / name).exists(), name
-    with rasterio.open(out / "landsat_2019_sr.tif") as s, rasterio.open(tiny_stms["landsat"]["2019"]) as l:
-        assert s.res == (10.0, 10.0) and (s.transform.c, s.transform.f) == (l.transform.c, l.transform.f)
-        assert s.width == 3 * l.width
+    with (
+        rasterio.open(out / "landsat_2019_sr.tif") as s,
+        rasterio.open(tiny_stms["landsat"]["2019"]) as lr,
+    ):
+        assert s.res == (10.0, 10.0) and (s.transform.c, s.transform.f) == (
+            lr.transform.c,
+            lr.transform.f,
+        )
+        assert s.width == 3 * lr.width
     mtime = (out / "landsat_2019_map.tif").stat().st_mtime_ns
-    again = _predict(f"model={cls}", f"sr_model={sr}", f"input={inputs}", f"out_dir={out}",
-                     "pipeline=sr+classify")
+    again = _predict(
+        f"model={cls}",
+        f"sr_model={sr}",
+        f"input={inputs}",
+        f"out_dir={out}",
+        "pipeline=sr+classify",
+    )
     assert again.returncode == 0 and (out / "landsat_2019_map.tif").stat().st_mtime_ns == mtime
     # bad input: a raster without the model's bands, a raster without CRS, a missing model
-    bad = _predict(f"model={cls}", f"input={tiny_stms['landsat']['2019']}".replace(
-        "landsat_2019", "landsat_2019"), f"out_dir={tmp_path / 'o2'}", "pipeline=classify")
+    bad = _predict(
+        f"model={cls}",
+        f"input={tiny_stms['landsat']['2019']}".replace("landsat_2019", "landsat_2019"),
+        f"out_dir={tmp_path / 'o2'}",
+        "pipeline=classify",
+    )
     assert bad.returncode == 0  # the Landsat STM has the bands: it runs (at 30 m)
-    with rasterio.open(tmp_path / "nocrs.tif", "w", driver="GTiff", width=8, height=8, count=1,
-                       dtype="int16") as dst:
+    with rasterio.open(
+        tmp_path / "nocrs.tif", "w", driver="GTiff", width=8, height=8, count=1, dtype="int16"
+    ) as dst:
         dst.write(np.zeros((1, 8, 8), np.int16))
     err = _predict(f"model={cls}", f"input={tmp_path / 'nocrs.tif'}", f"out_dir={tmp_path / 'o3'}")
     assert err.returncode == 2 and "has no CRS" in err.stderr
     assert len(err.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o3").exists() or not list((tmp_path / "o3").iterdir())
-    err = _predict(f"model={tmp_path / 'nope.ckpt'}", f"input={inputs}", f"out_dir={tmp_path / 'o4'}")
+    err = _predict(
+        f"model={tmp_path / 'nope.ckpt'}", f"input={inputs}", f"out_dir={tmp_path / 'o4'}"
+    )
     assert err.returncode == 2 and "checkpoint not found" in err.stderr

@@ -12,9 +12,20 @@ import pytest
 @pytest.mark.slow
 def test_demo_pipeline_on_the_tiny_world(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "bsrlc.demo", "--size", "tiny", "--data-dir", str(tmp_path / "d"),
-         "--out-dir", str(tmp_path / "o"), "--no-progress"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bsrlc.demo",
+            "--size",
+            "tiny",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
@@ -29,12 +40,23 @@ def test_demo_pipeline_on_the_tiny_world(tmp_path):
 @pytest.mark.slow
 def test_ddp_sim_trains_with_two_processes(tmp_path, tiny_world, tiny_stms):
     res = subprocess.run(
-        [sys.executable, "train.py", "experiment=classify_demo", "trainer=ddp_sim",
-         f"data.raster={tiny_stms['sentinel2']['2019']}",
-         f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
-         "data.cache_dir=null", "data.block_size=32", "logger=csv", "trainer.max_epochs=1",
-         "model.net.channels=[8,8,8,8,8,8]", f"hydra.run.dir={tmp_path}", f"paths.log_dir={tmp_path}"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "train.py",
+            "experiment=classify_demo",
+            "trainer=ddp_sim",
+            f"data.raster={tiny_stms['sentinel2']['2019']}",
+            f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
+            "data.cache_dir=null",
+            "data.block_size=32",
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "model.net.channels=[8,8,8,8,8,8]",
+            f"hydra.run.dir={tmp_path}",
+            f"paths.log_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "test/oa" in json.loads((tmp_path / "metrics.json").read_text())
@@ -43,13 +65,23 @@ def test_ddp_sim_trains_with_two_processes(tmp_path, tiny_world, tiny_stms):
 @pytest.mark.slow
 def test_multirun_sweep_with_a_failing_trial(tmp_path, tiny_world, tiny_stms):
     res = subprocess.run(
-        [sys.executable, "train.py", "-m", "experiment=classify_demo",
-         f"data.raster={tiny_stms['sentinel2']['2019']}",
-         f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
-         "data.cache_dir=null", "data.block_size=32", "logger=csv", "trainer.max_epochs=1",
-         "model.net.channels=[8,8,8,8,8,8]", "data.patch_size=15,14",
-         f"hydra.sweep.dir={tmp_path}"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=classify_demo",
+            f"data.raster={tiny_stms['sentinel2']['2019']}",
+            f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
+            "data.cache_dir=null",
+            "data.block_size=32",
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "model.net.channels=[8,8,8,8,8,8]",
+            "data.patch_size=15,14",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

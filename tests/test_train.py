@@ -40,8 +40,15 @@ def test_sr_gan_counts_batches_not_optimizer_steps(tmp_path, tiny_world, tiny_st
     metrics = train(cfg)
     # 6 batches: 2 generator-only, then 4 with a discriminator step each
     assert metrics["train/adv_weight"] == 1.0
-    for key in ("test/psnr", "test/bicubic_psnr", "test/bicubic_harmonised_psnr",
-                "test/psnr_gain_bicubic_harmonised", "test/sam", "test/ssim", "test/ergas"):
+    for key in (
+        "test/psnr",
+        "test/bicubic_psnr",
+        "test/bicubic_harmonised_psnr",
+        "test/psnr_gain_bicubic_harmonised",
+        "test/sam",
+        "test/ssim",
+        "test/ergas",
+    ):
         assert key in metrics, key
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6
@@ -78,8 +85,14 @@ def _classify_overrides(world, stms, extra=()):
 def test_classifier_trains_and_tests(tmp_path, tiny_world, tiny_stms, extra):
     cfg = compose_train(_classify_overrides(tiny_world, tiny_stms, extra), tmp_path)
     metrics = train(cfg)
-    for key in ("test/oa", "test/macro_f1", "test/kappa", "val/macro_f1",
-                "test/f1_residential_buildings", "test/recall_non_built-up"):
+    for key in (
+        "test/oa",
+        "test/macro_f1",
+        "test/kappa",
+        "val/macro_f1",
+        "test/f1_residential_buildings",
+        "test/recall_non_built-up",
+    ):
         assert key in metrics, key
     assert (tmp_path / "test_confusion.csv").read_text().startswith("reference\\predicted,")
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -96,17 +109,30 @@ def test_train_cli_help_lists_groups():
 
 @pytest.mark.slow
 def test_resume_continues_exactly_with_the_same_wandb_run(tmp_path, tiny_world, tiny_stms):
-    base = [o for o in _sr_overrides(tiny_world, tiny_stms) if not o.startswith(("trainer.max_steps", "logger="))]
+    base = [
+        o
+        for o in _sr_overrides(tiny_world, tiny_stms)
+        if not o.startswith(("trainer.max_steps", "logger="))
+    ]
     # no LR schedule tied to max_steps: the interrupted run must use the same config
-    base += ["logger=wandb", "trainer.val_check_interval=4", "test=false",
-             "model.panel_every_n_epochs=0", "model.scheduler_g=null"]
+    base += [
+        "logger=wandb",
+        "trainer.val_check_interval=4",
+        "test=false",
+        "model.panel_every_n_epochs=0",
+        "model.scheduler_g=null",
+    ]
     full = compose_train([*base, "trainer.max_steps=8"], tmp_path / "full")
     train(full)
     first = compose_train([*base, "trainer.max_steps=4"], tmp_path / "part")
     train(first)
     run_id = (tmp_path / "part" / "wandb_id.txt").read_text()
     resumed = compose_train(
-        [*base, "trainer.max_steps=8", f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
+        [
+            *base,
+            "trainer.max_steps=8",
+            f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}",
+        ],
         tmp_path / "part",
     )
     train(resumed)

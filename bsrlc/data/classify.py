@@ -54,7 +54,8 @@ class PointSampler(GeoSampler):
         self.xs, self.ys, self.patch_size = np.asarray(xs), np.asarray(ys), patch_size
         x, y, _ = dataset.bounds
         self.x0, self.y1 = x.start, y.stop  # the grid's top-left corner
-        self.rx, self.ry = (dataset.res, dataset.res) if np.isscalar(dataset.res) else dataset.res
+        res: Any = dataset.res
+        self.rx, self.ry = (float(res), float(res)) if np.isscalar(res) else (res[0], res[1])
 
     def __len__(self) -> int:
         return len(self.xs)

@@ -78,7 +78,7 @@ def classify_tile(
     if hasattr(net, "forward_dense"):
         return net.forward_dense(x[None])[0]
     p = 2 * halo + 1
-    h, w = x.shape[1] - 2 * halo, x.shape[2] - 2 * halo
+    h = x.shape[1] - 2 * halo
     rows = []
     for r in range(h):  # one row of patches at a time keeps memory at w * C * p * p
         strip = x[:, r : r + p]  # (C, p, W + 2 halo)

@@ -102,7 +102,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise InputError(f"{path}: unknown task {meta['task']!r}")
     net = build_from_config(cfg)
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    missing, unexpected = net.load_state_dict(weights, strict=False)
+    missing, _unexpected = net.load_state_dict(weights, strict=False)
     if missing:
         raise InputError(
             f"{path}: weights do not fit the stored network config (missing {missing[:3]}...); "
