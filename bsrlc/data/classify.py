@@ -55,7 +55,8 @@ class PointSampler(GeoSampler):
         x, y, _ = dataset.bounds
         self.x0, self.y1 = x.start, y.stop  # the grid's top-left corner
         res: Any = dataset.res
-        self.rx, self.ry = (float(res), float(res)) if np.isscalar(res) else (res[0], res[1])
+        self.rx: float = float(res) if np.isscalar(res) else float(res[0])
+        self.ry: float = float(res) if np.isscalar(res) else float(res[1])
 
     def __len__(self) -> int:
         return len(self.xs)
