@@ -155,6 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb else ""
         if not cfg.get("train"):
             best = resolve_ckpt_path(cfg.ckpt_path, cfg) or ""
+        _sync_csv_headers(loggers)
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update(trainer.callback_metrics)
     plain = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
@@ -166,6 +167,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.finalize("success")
     return plain
+
+
+def _sync_csv_headers(loggers: list[Logger]) -> None:
+    """Let a CSV logger append to a metrics file another process wrote.
+
+    With spawn-based strategies (``trainer=ddp_sim``) fitting happens in child processes, so the
+    main process's CSV logger has not seen the file's columns and would fail to extend them.
+    """
+    import csv
+
+    for lg in loggers:
+        if type(lg).__name__ != "CSVLogger":
+            continue
+        exp = lg.experiment
+        path = Path(exp.metrics_file_path)
+        if path.exists() and not exp.metrics_keys:
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+            exp.metrics_keys = sorted(header)
 
 
 def _reuse_wandb_id(cfg: DictConfig, ckpt_path: str | None) -> None:
