@@ -180,7 +180,7 @@ def _sync_csv_headers(loggers: list[Logger]) -> None:
     for lg in loggers:
         if type(lg).__name__ != "CSVLogger":
             continue
-        exp = lg.experiment
+        exp: Any = getattr(lg, "experiment")  # noqa: B009  (Logger has no typed experiment)
         path = Path(exp.metrics_file_path)
         if path.exists() and not exp.metrics_keys:
             with open(path, newline="") as f:
