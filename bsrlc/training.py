@@ -120,6 +120,23 @@ def log_hyperparameters(
         lg.log_hyperparams(hparams)
 
 
+def _build(cfg: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate`` that surfaces a user error raised by a constructor as itself."""
+    from hydra.errors import InstantiationException
+
+    from bsrlc.errors import BsrlcError
+
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, BsrlcError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test the experiment described by ``cfg``.
 
@@ -133,9 +150,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info("datamodule <%s>", cfg.data._target_)
-    datamodule: L.LightningDataModule = instantiate(cfg.data, _recursive_=False)
+    datamodule: L.LightningDataModule = _build(cfg.data, _recursive_=False)
     log.info("model <%s>", cfg.model._target_)
-    model: L.LightningModule = instantiate(cfg.model, _recursive_=False)
+    model: L.LightningModule = _build(cfg.model, _recursive_=False)
     callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg) if cfg.get("train") else None
     _reuse_wandb_id(cfg, ckpt_path)

@@ -142,3 +142,23 @@ def test_resume_continues_exactly_with_the_same_wandb_run(tmp_path, tiny_world, 
     assert a["global_step"] == b["global_step"] == 8
     for key, value in a["state_dict"].items():
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
+
+
+def test_train_cli_bad_input_is_one_line(tmp_path):
+    for extra, message in (
+        ([f"data.lr_path={tmp_path / 'missing.tif'}"], "missing.tif: file not found"),
+        (["experiment=classify_demo", "data.balance=bogus"], "data.balance=bogus"),
+    ):
+        cmd = [
+            sys.executable,
+            "train.py",
+            "experiment=sr_demo",
+            "logger=csv",
+            f"hydra.run.dir={tmp_path}",
+            *extra,
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 2, res.stderr[-2000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last
+        assert "Traceback" not in res.stderr
