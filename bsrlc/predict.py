@@ -1,15 +1,18 @@
 """Prediction over rasters and periods: super-resolve, classify, summarise change.
 
-Used by ``predict.py`` (``conf/predict.yaml``). Models come from a checkpoint or a bundle and run
-with PyTorch or ONNX Runtime. Every output is written atomically; outputs that exist are
-skipped unless ``overwrite=true``, so a killed run resumes where it stopped.
+Used by ``predict.py`` (``conf/predict/predict.yaml``). Models come from a checkpoint or a bundle
+and run with PyTorch or ONNX Runtime. Each raster is a job of independent units (tiles) run by
+Lightning's ``Trainer.predict`` (``trainer=ddp`` spreads them over GPUs and nodes) and saved as
+they finish (:mod:`bsrlc.inference.jobs`); outputs are assembled and published atomically when
+complete. Outputs that exist are skipped unless ``overwrite=true``, and a killed run resumes
+from its finished tiles.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from torch import Tensor, nn
 
 from bsrlc.data.legend import Legend
 from bsrlc.errors import ConfigError, InputError
+from bsrlc.inference.jobs import RasterJob, model_digest, outputs_exist, run_lightning
 from bsrlc.inference.loading import LoadedModel, load_checkpoint
 from bsrlc.raster import band_indices, raster_info
 
@@ -29,17 +33,26 @@ log = logging.getLogger("bsrlc.predict")
 class OnnxModule(nn.Module):
     """An ONNX Runtime session behind the nn.Module interface the tilers use.
 
+    The session is created in each process that runs it (sessions cannot be pickled to the
+    processes of a spawned DDP run).
+
     Args:
-        session: the inference session.
+        make_session: creates the inference session.
         dense: expose ``forward_dense`` (classifiers).
         receptive_field: the network's receptive field (SR overlap).
     """
 
-    def __init__(self, session: Any, dense: bool, receptive_field: int | None) -> None:
+    def __init__(
+        self, make_session: Callable[[], Any], dense: bool, receptive_field: int | None
+    ) -> None:
         super().__init__()
-        self.session = session
+        self.make_session = make_session
+        self.session: Any = None
         self.receptive_field = receptive_field
         self._dense = dense
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "session": None}
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the session.
@@ -50,6 +63,8 @@ class OnnxModule(nn.Module):
         Returns:
             The output batch.
         """
+        if self.session is None:
+            self.session = self.make_session()
         out = self.session.run(None, {"input": x.detach().cpu().numpy().astype(np.float32)})[0]
         return torch.from_numpy(out).to(x.device)
 
@@ -94,7 +109,7 @@ def load_model(path: str | Path, backend: str = "torch", device: str = "cpu") ->
     model = bundle.torch_model(device)
     if backend == "onnxruntime":
         model.net = OnnxModule(  # type: ignore[assignment]
-            bundle.onnx_session(),
+            bundle.onnx_session,
             dense=model.task == "classify",
             receptive_field=bundle.metadata.get("receptive_field"),
         )
@@ -172,8 +187,8 @@ def predict(cfg: Any) -> dict[str, Any]:
     Returns:
         ``{"sr": {label: path}, "maps": {label: path}, "summary": {...}}``.
     """
-    from bsrlc.inference.dense import classify_raster
-    from bsrlc.inference.sr import super_resolve_raster
+    from bsrlc.inference.dense import ClassifyJob
+    from bsrlc.inference.sr import SRJob
 
     pipeline = str(cfg.pipeline)
     if pipeline not in {"sr", "classify", "sr+classify"}:
@@ -194,52 +209,46 @@ def predict(cfg: Any) -> dict[str, Any]:
     for m, role in ((sr_model, "sr"), (cls_model, "classify")):
         if m is not None and m.task != role:
             raise ConfigError(f"the {role} model is a {m.task} model; check model=/sr_model=")
+    trainer_kwargs = trainer_arguments(cfg)
+    overwrite = bool(cfg.overwrite)
+    progress = bool(cfg.progress)
     results: dict[str, Any] = {"sr": {}, "maps": {}}
+    rank_zero = True
     for item in inputs:
         src = item.path
         if sr_model is not None:
             check_bands(sr_model, src, "SR")
-            dst = out_dir / f"{src.stem}_sr.tif"
-            if dst.exists() and not cfg.overwrite:
-                log.info("%s exists; skipped", dst)
-            else:
-                super_resolve_raster(
-                    sr_model.net,
-                    src,
-                    dst,
-                    sr_model.bands,
-                    int(sr_model.meta["scale"]),
-                    sr_model.mean,
-                    sr_model.std,
-                    tile=int(cfg.sr_tile),
-                    device=device,
-                    overwrite=True,
-                    progress=bool(cfg.progress),
-                )
-            results["sr"][item.label] = dst
-            src = dst
+            job: RasterJob = SRJob(
+                src,
+                out_dir / f"{src.stem}_sr.tif",
+                sr_model.bands,
+                int(sr_model.meta["scale"]),
+                sr_model.mean,
+                sr_model.std,
+                unit=int(cfg.sr_unit),
+                tile=int(cfg.sr_tile),
+                model_id=model_digest(sr_model.net, sr_model.meta),
+            )
+            rank_zero &= _run(job, sr_model, trainer_kwargs, overwrite, progress)
+            src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
-            dst = out_dir / f"{item.path.stem}_map.tif"
-            if dst.exists() and not cfg.overwrite:
-                log.info("%s exists; skipped", dst)
-            else:
-                classify_raster(
-                    cls_model.net,
-                    src,
-                    dst,
-                    cls_model.bands,
-                    cls_model.mean,
-                    cls_model.std,
-                    Legend.from_config(cls_model.meta["legend"]),
-                    int(cls_model.meta["halo"]),
-                    tile=int(cfg.tile),
-                    probabilities=bool(cfg.probabilities),
-                    device=device,
-                    overwrite=True,
-                    progress=bool(cfg.progress),
-                )
-            results["maps"][item.label] = dst
+            job = ClassifyJob(
+                src,
+                out_dir / f"{item.path.stem}_map.tif",
+                cls_model.bands,
+                cls_model.mean,
+                cls_model.std,
+                Legend.from_config(cls_model.meta["legend"]),
+                int(cls_model.meta["halo"]),
+                tile=int(cfg.tile),
+                probabilities=bool(cfg.probabilities),
+                model_id=model_digest(cls_model.net, cls_model.meta),
+            )
+            rank_zero &= _run(job, cls_model, trainer_kwargs, overwrite, progress)
+            results["maps"][item.label] = job.outputs[0].path
+    if not rank_zero:  # the other ranks of a ddp run: rank 0 summarises
+        return results
     if cls_model is not None and len(results["maps"]) > 1:
         results["summary"] = summarise(
             results["maps"],
@@ -248,6 +257,42 @@ def predict(cfg: Any) -> dict[str, Any]:
             cfg.get("change"),
         )
     return results
+
+
+def trainer_arguments(cfg: Any) -> dict[str, Any]:
+    """``Trainer`` arguments of ``cfg.trainer`` (``trainer=local|ddp_sim|ddp``).
+
+    Args:
+        cfg: the predict config.
+
+    Returns:
+        Keyword arguments for :class:`lightning.pytorch.Trainer`.
+    """
+    from omegaconf import OmegaConf
+
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
+    kwargs = dict(kwargs or {})  # type: ignore[arg-type]
+    kwargs.setdefault("accelerator", "gpu" if str(cfg.device).startswith("cuda") else "cpu")
+    kwargs.setdefault("devices", 1)
+    return kwargs
+
+
+def _run(
+    job: RasterJob,
+    model: LoadedModel,
+    trainer_kwargs: dict[str, Any],
+    overwrite: bool,
+    progress: bool,
+) -> bool:
+    """Run a job unless its outputs exist (and ``overwrite`` is false).
+
+    Returns:
+        Whether this process is global rank 0 (the one that assembled the outputs).
+    """
+    if outputs_exist(job) and not overwrite:
+        log.info("%s exists; skipped (overwrite=true recomputes it)", job.outputs[0].path)
+        return True
+    return run_lightning(job, model.net, trainer_kwargs, overwrite, progress) is not None
 
 
 def summarise(

@@ -190,3 +190,80 @@ def test_predict_cli_periods_resume_and_bad_input(tmp_path, tiny_stms, checkpoin
         f"model={tmp_path / 'nope.ckpt'}", f"input={inputs}", f"out_dir={tmp_path / 'o4'}"
     )
     assert err.returncode == 2 and "checkpoint not found" in err.stderr
+
+
+def test_predict_killed_midway_resumes_to_the_same_map(tmp_path, tiny_stms, checkpoints):
+    import signal
+    import time
+
+    cls = checkpoints[1]
+    src = tiny_stms["sentinel2"]["2019"]
+    args = [f"model={cls}", f"input={src}", "tile=12", "probabilities=true"]
+    ref = _predict(*args, f"out_dir={tmp_path / 'ref'}")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "predict.py", *args, f"out_dir={out}", "progress=false"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = out / f".{src.stem}_map.tif.tiles"
+    deadline = time.monotonic() + 120
+    while len(list(store.glob("u*.0.npy"))) < 30 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "finished before it could be killed"
+    done = len(list(store.glob("u*.0.npy")))
+    assert done >= 30 and not (out / f"{src.stem}_map.tif").exists()  # nothing looks finished
+    again = _predict(*args, f"out_dir={out}")
+    assert again.returncode == 0, again.stderr
+    assert f"resuming, {done} of 256 tiles done" in again.stdout + again.stderr
+    for name in (f"{src.stem}_map.tif", f"{src.stem}_map_proba.tif"):
+        with rasterio.open(out / name) as a, rasterio.open(tmp_path / "ref" / name) as b:
+            assert np.array_equal(a.read(), b.read())
+    assert not store.exists() and not list(out.glob(".*"))  # no leftovers
+
+
+def test_predict_ddp_sim_equals_one_process(tmp_path, tiny_stms, checkpoints):
+    sr, cls = checkpoints
+    src = tiny_stms["landsat"]["2019"]
+    args = [f"model={cls}", f"sr_model={sr}", f"input={src}", "pipeline=sr+classify", "sr_unit=24"]
+    one = _predict(*args, f"out_dir={tmp_path / 'one'}")
+    two = _predict(*args, f"out_dir={tmp_path / 'two'}", "trainer=ddp_sim")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    for name in (f"{src.stem}_sr.tif", f"{src.stem}_map.tif"):
+        with (
+            rasterio.open(tmp_path / "one" / name) as a,
+            rasterio.open(tmp_path / "two" / name) as b,
+        ):
+            assert np.array_equal(a.read(), b.read()) and a.transform == b.transform
+
+
+def test_predict_bad_inputs_are_one_line_errors(tmp_path, tiny_stms, checkpoints):
+    cls = checkpoints[1]
+    bundle = export_bundle(cls, tmp_path / "bundle")
+    src = tiny_stms["sentinel2"]["2019"]
+    renamed = tmp_path / "other_bands.tif"
+    with rasterio.open(src) as s:
+        profile, data = s.profile, s.read()
+        names = [f"X{i}" for i in range(s.count)]
+    with rasterio.open(renamed, "w", **profile) as d:
+        d.write(data)
+        for i, n in enumerate(names, start=1):
+            d.set_band_description(i, n)
+    err = _predict(
+        f"model={bundle}", f"input={renamed}", f"out_dir={tmp_path / 'o1'}", "backend=onnxruntime"
+    )
+    assert err.returncode == 2 and "missing band(s)" in err.stderr, err.stderr
+    assert len(err.stderr.strip().splitlines()) == 1
+    truncated = tmp_path / "truncated_2019.tif"
+    truncated.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    err = _predict(f"model={cls}", f"input={truncated}", f"out_dir={tmp_path / 'o2'}")
+    assert err.returncode == 2 and "corrupt or truncated" in err.stderr, err.stderr
+    assert not (tmp_path / "o2" / "truncated_2019_map.tif").exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    err = _predict(f"model={cls}", f"input={src}", f"out_dir={blocker / 'out'}")
+    assert err.returncode == 2 and "cannot create output folder" in err.stderr, err.stderr

@@ -17,11 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
 from bsrlc.data.legend import Legend
-from bsrlc.raster import COGWriter, band_indices, block_windows, open_raster, raster_info
+from bsrlc.errors import InputError
+from bsrlc.inference.jobs import (
+    OutputSpec,
+    RasterJob,
+    model_digest,
+    run_local,
+    source_fingerprint,
+)
+from bsrlc.raster import band_indices, block_windows, open_raster, raster_info
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +95,140 @@ def classify_tile(
     return torch.stack(rows, dim=1)  # (K, h, w)
 
 
+class ClassifyJob(RasterJob):
+    """A class map (and optionally its probabilities) of a feature raster, in tiles.
+
+    Each unit is one ``tile`` x ``tile`` window of the map, read with its halo and classified in
+    one dense pass (see the module docstring).
+
+    Args:
+        src_path: the feature raster (the bands the model was trained on, found by name).
+        dst_path: the class map COG.
+        bands: input band descriptions, in the model's order.
+        mean: per-band normalisation mean (reflectance).
+        std: per-band normalisation std.
+        legend: class codes, names and colours.
+        halo: the model's halo (``patch_size // 2``).
+        input_scale: reflectance scale of the input's stored values.
+        tile: unit edge in pixels.
+        probabilities: also write ``<dst>_proba.tif`` (uint8 probability x 254 per class, and a
+            last band with the confidence, the top probability; 255 = nodata).
+        model_id: identifies the model in the resume manifest (:func:`model_digest`).
+    """
+
+    def __init__(
+        self,
+        src_path: str | Path,
+        dst_path: str | Path,
+        bands: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        legend: Legend,
+        halo: int,
+        input_scale: float = 1e-4,
+        tile: int = 512,
+        probabilities: bool = False,
+        model_id: str = "",
+    ) -> None:
+        self.src_path, self.dst_path = Path(src_path), Path(dst_path)
+        info = raster_info(self.src_path)
+        self.indices = band_indices(info, bands)
+        self.mean = np.asarray(mean, np.float32)[:, None, None]
+        self.std = np.asarray(std, np.float32)[:, None, None]
+        self.legend, self.halo, self.input_scale = legend, int(halo), float(input_scale)
+        self.tile, self.model_id = int(tile), model_id
+        self.units = block_windows(info.width, info.height, self.tile)
+        grid = {
+            "crs": info.crs,
+            "transform": info.transform,
+            "width": info.width,
+            "height": info.height,
+        }
+        names = {f"CLASS_{c.code}": c.name for c in legend.classes}
+        self.outputs = [
+            OutputSpec(
+                self.dst_path,
+                count=1,
+                dtype="uint8",
+                nodata=0,
+                descriptions=["CLASS"],
+                colormap=legend.colormap(),
+                tags={"LEGEND": legend.name, **names},
+                **grid,
+            )
+        ]
+        if probabilities:
+            self.outputs.append(
+                OutputSpec(
+                    self.dst_path.with_name(self.dst_path.stem + "_proba.tif"),
+                    count=len(legend) + 1,
+                    dtype="uint8",
+                    nodata=255,
+                    descriptions=[f"P_{c.name.upper().replace(' ', '_')}" for c in legend.classes]
+                    + ["CONFIDENCE"],
+                    tags={"SCALE": str(1 / 254)},
+                    **grid,
+                )
+            )
+        self._src: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_src": None}  # open files stay in their process
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The source, the model and the plan (see :class:`~bsrlc.inference.jobs.TileStore`)."""
+        return {
+            "task": "classify",
+            "source": source_fingerprint(self.src_path),
+            "model": self.model_id,
+            "bands": self.indices,
+            "halo": self.halo,
+            "tile": self.tile,
+        }
+
+    def compute(self, index: int, net: torch.nn.Module, device: torch.device) -> list[np.ndarray]:
+        """Classify one tile.
+
+        Args:
+            index: the unit.
+            net: the classifier.
+            device: where it runs.
+
+        Returns:
+            The codes (1, h, w) and, with probabilities, (K + 1, h, w) uint8.
+
+        Raises:
+            InputError: if the raster cannot be read there (corrupt or truncated).
+        """
+        if self._src is None:
+            self._src = open_raster(self.src_path)
+        window, halo = self.units[index], self.halo
+        try:
+            data, valid = read_with_halo(self._src, self.indices, window, halo, self.input_scale)
+        except RasterioIOError as err:
+            raise InputError(
+                f"{self.src_path}: cannot read rows {window.row_off}-"
+                f"{window.row_off + window.height} ({err}); the file is corrupt or truncated, "
+                "re-create it"
+            ) from None
+        data -= self.mean
+        data /= self.std
+        data[:, ~valid] = 0.0  # nodata -> the band mean
+        x = torch.from_numpy(data).to(device)
+        logits = classify_tile(net, x, halo).float().cpu()
+        core_valid = valid[halo : halo + int(window.height), halo : halo + int(window.width)]
+        codes = self.legend.code_of(logits.argmax(0).numpy())
+        codes[~core_valid] = 0
+        out = [codes[None].astype(np.uint8)]
+        if len(self.outputs) > 1:
+            proba = torch.softmax(logits, 0).numpy()
+            scaled = np.round(np.concatenate([proba, proba.max(0, keepdims=True)]) * 254)
+            scaled = scaled.astype(np.uint8)
+            scaled[:, ~core_valid] = 255
+            out.append(scaled)
+        return out
+
+
 def classify_raster(
     net: torch.nn.Module,
     src_path: str | Path,
@@ -105,6 +247,9 @@ def classify_raster(
 ) -> Path:
     """Write a class map (uint8 codes, colour table, 0 = nodata) of a feature raster.
 
+    Runs :class:`ClassifyJob` in this process (:func:`~bsrlc.inference.jobs.run_local`):
+    finished tiles of an interrupted run are reused.
+
     Args:
         net: the trained classifier in eval mode.
         src_path: the feature raster (the bands the model was trained on, found by name).
@@ -116,76 +261,30 @@ def classify_raster(
         halo: the model's halo (``patch_size // 2``).
         input_scale: reflectance scale of the input's stored values.
         tile: core tile edge in pixels.
-        probabilities: also write ``<dst>_proba.tif`` (uint8 probability x 255 per class, and a
-            last band with the confidence, the top probability).
+        probabilities: also write ``<dst>_proba.tif`` (see :class:`ClassifyJob`).
         device: torch device.
-        overwrite: replace existing outputs.
+        overwrite: replace existing outputs (and discard finished tiles).
         progress: show a progress bar.
 
     Returns:
         The class map's path.
+
+    Raises:
+        InputError: if the map exists and ``overwrite`` is false.
     """
-    info = raster_info(src_path)
-    idx = band_indices(info, bands)
-    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    dst_path = Path(dst_path)
-    windows = block_windows(info.width, info.height, tile)
-    common: dict[str, Any] = {
-        "crs": info.crs,
-        "transform": info.transform,
-        "width": info.width,
-        "height": info.height,
-        "overwrite": overwrite,
-    }
-    names = {f"CLASS_{c.code}": c.name for c in legend.classes}
-    writer = COGWriter(
+    job = ClassifyJob(
+        src_path,
         dst_path,
-        count=1,
-        dtype="uint8",
-        nodata=0,
-        descriptions=["CLASS"],
-        colormap=legend.colormap(),
-        tags={"LEGEND": legend.name, **names},
-        **common,
+        bands,
+        mean,
+        std,
+        legend,
+        halo,
+        input_scale,
+        tile,
+        probabilities,
+        model_id=model_digest(net),
     )
-    proba_writer = None
-    if probabilities:
-        proba_writer = COGWriter(
-            dst_path.with_name(dst_path.stem + "_proba.tif"),
-            count=len(legend) + 1,
-            dtype="uint8",
-            nodata=255,
-            descriptions=[f"P_{c.name.upper().replace(' ', '_')}" for c in legend.classes]
-            + ["CONFIDENCE"],
-            tags={"SCALE": str(1 / 254)},
-            **common,
-        )
-    try:
-        with open_raster(src_path) as src:
-            for window in tqdm(windows, desc=dst_path.name, disable=not progress, unit="tile"):
-                data, valid = read_with_halo(src, idx, window, halo, input_scale)
-                x = (torch.from_numpy(data) - m) / s
-                x[:, ~torch.from_numpy(valid)] = 0.0  # nodata -> the band mean
-                logits = classify_tile(net, x.to(device), halo).float().cpu()
-                core_valid = valid[
-                    halo : halo + int(window.height), halo : halo + int(window.width)
-                ]
-                codes = legend.code_of(logits.argmax(0).numpy())
-                codes[~core_valid] = 0
-                writer.write(codes[None], window)
-                if proba_writer is not None:
-                    proba = torch.softmax(logits, 0).numpy()
-                    out = np.round(np.concatenate([proba, proba.max(0, keepdims=True)]) * 254)
-                    out = out.astype(np.uint8)
-                    out[:, ~core_valid] = 255
-                    proba_writer.write(out, window)
-    except BaseException:
-        writer.abort()
-        if proba_writer is not None:
-            proba_writer.abort()
-        raise
-    writer.close()
-    if proba_writer is not None:
-        proba_writer.close()
-    return dst_path
+    if not overwrite and job.outputs[0].path.exists():
+        raise InputError(f"{job.outputs[0].path}: output exists; pass overwrite=true")
+    return run_local(job, net, device, overwrite=overwrite, progress=progress)[0]

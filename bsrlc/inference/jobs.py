@@ -1,0 +1,350 @@
+"""Raster jobs split into independent units, a resumable tile store, and two runners.
+
+A :class:`RasterJob` describes the rasters one prediction writes (a class map and its
+probabilities, or an SR raster) and splits them into *units*: output windows that can be
+computed independently and in any order. Each finished unit is saved by a :class:`TileStore`
+in a hidden folder next to the outputs (``.<name>.tiles/``), atomically, one ``.npy`` per output;
+when every unit is there, the store assembles the outputs into COGs (streamed window by window,
+published atomically by :class:`~bsrlc.raster.COGWriter`) and removes itself.
+
+So a killed run leaves finished units behind and no output that looks complete; the rerun
+computes only the missing units and writes the same rasters as an uninterrupted run (the units
+and their computation do not depend on what ran before). A manifest (source file, its size and
+modification time, the model's digest, the unit plan) guards against resuming with other inputs:
+a mismatch discards the stale units.
+
+Runners: :func:`run_local` loops over the missing units in this process;
+:func:`run_lightning` hands them to ``Trainer.predict`` with a
+:class:`~lightning.pytorch.callbacks.BasePredictionWriter`, so ``strategy=ddp`` spreads units over
+GPUs and nodes (each rank saves its own units; rank 0 assembles). With several nodes, ``out_dir``
+must be on a file system they share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from bsrlc.errors import InputError
+from bsrlc.raster import COGWriter
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+ASSEMBLY_ROWS = 512  # rows copied from a unit file to the COG at a time (bounds memory)
+
+
+@dataclass
+class OutputSpec:
+    """One raster a job writes, with the profile :class:`~bsrlc.raster.COGWriter` needs."""
+
+    path: Path
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None = None
+    descriptions: list[str] | None = None
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    blocksize: int = 256
+
+
+class RasterJob(ABC):
+    """Rasters split into units (output windows) computed independently.
+
+    Subclasses set ``outputs`` (every output on the same grid) and ``units`` (windows of that
+    grid covering it without overlap), and implement :meth:`compute` and :meth:`fingerprint`.
+    Jobs are pickled to the processes of a spawned DDP run: keep open files out of ``__dict__``.
+    """
+
+    outputs: list[OutputSpec]
+    units: list[Window]
+
+    @abstractmethod
+    def compute(self, index: int, net: torch.nn.Module, device: torch.device) -> list[np.ndarray]:
+        """The arrays of one unit, one (count, rows, cols) array per output.
+
+        Args:
+            index: the unit.
+            net: the network.
+            device: where it runs.
+
+        Returns:
+            One array per output, in ``outputs`` order.
+        """
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """What the units depend on (inputs, model, plan), for the store's manifest."""
+
+    @property
+    def name(self) -> str:
+        """The first output's file name."""
+        return self.outputs[0].path.name
+
+
+def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Identify an input file by path, size and modification time.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A JSON-able dict.
+    """
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def model_digest(net: torch.nn.Module, meta: dict[str, Any] | None = None) -> str:
+    """A digest of a network's weights and metadata (which model computed a unit).
+
+    Args:
+        net: the network.
+        meta: its metadata (for networks without torch parameters, e.g. ONNX sessions).
+
+    Returns:
+        A hex digest.
+    """
+    h = hashlib.sha256(json.dumps(meta or {}, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class TileStore:
+    """Finished units of a job on disk; assembles the outputs when all are there.
+
+    Args:
+        job: the job.
+        overwrite: discard finished units (and replace existing outputs).
+
+    Raises:
+        InputError: if the output folder cannot be created or written.
+    """
+
+    def __init__(self, job: RasterJob, overwrite: bool = False) -> None:
+        self.job = job
+        first = job.outputs[0].path
+        self.root = first.parent / f".{first.name}.tiles"
+        try:
+            first.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(
+                f"{first.parent}: cannot create output folder ({err.strerror}); choose another "
+                "out_dir"
+            ) from None
+        if not os.access(first.parent, os.W_OK):
+            raise InputError(
+                f"{first.parent}: output folder is not writable; choose another out_dir"
+            )
+        manifest = {
+            "version": STORE_VERSION,
+            "job": job.fingerprint(),
+            "units": [
+                [int(w.col_off), int(w.row_off), int(w.width), int(w.height)] for w in job.units
+            ],
+            "outputs": [
+                {k: v for k, v in asdict(o).items() if k in ("count", "dtype", "width", "height")}
+                | {"name": o.path.name}
+                for o in job.outputs
+            ],
+        }
+        manifest_path = self.root / "manifest.json"
+        text = json.dumps(manifest, sort_keys=True, default=str)
+        if self.root.exists():
+            old = manifest_path.read_text() if manifest_path.exists() else None
+            if overwrite or old != text:
+                if not overwrite:
+                    log.warning(
+                        "%s: unfinished units from other inputs or settings; discarded", self.root
+                    )
+                shutil.rmtree(self.root)
+        if not self.root.exists():
+            tmp = self.root.with_name(self.root.name + f".{uuid.uuid4().hex[:8]}")
+            tmp.mkdir()
+            (tmp / "manifest.json").write_text(text)
+            try:
+                os.replace(tmp, self.root)
+            except OSError:  # another rank created it first
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _file(self, index: int, k: int) -> Path:
+        return self.root / f"u{index:06d}.{k}.npy"
+
+    def done(self, index: int) -> bool:
+        """Whether a unit is finished (its first output is saved last)."""
+        return self._file(index, 0).exists()
+
+    def pending(self) -> list[int]:
+        """The units still to compute (logged when an earlier run finished some)."""
+        todo = [i for i in range(len(self.job.units)) if not self.done(i)]
+        if len(todo) < len(self.job.units):
+            n = len(self.job.units)
+            log.info("%s: resuming, %d of %d tiles done", self.job.name, n - len(todo), n)
+        return todo
+
+    def save(self, index: int, arrays: Sequence[np.ndarray]) -> None:
+        """Save one unit's arrays atomically (the first output last: it marks completion).
+
+        Args:
+            index: the unit.
+            arrays: one (count, rows, cols) array per output.
+
+        Raises:
+            ValueError: if an array does not fit its output or window.
+        """
+        window = self.job.units[index]
+        shape = (int(window.height), int(window.width))
+        for k in reversed(range(len(self.job.outputs))):
+            spec, arr = self.job.outputs[k], arrays[k]
+            if arr.shape != (spec.count, *shape):
+                raise ValueError(
+                    f"unit {index}: {arr.shape} for {spec.path.name}, not {(spec.count, *shape)}"
+                )
+            final = self._file(index, k)
+            tmp = final.with_name(f"{final.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
+            np.save(tmp, np.ascontiguousarray(arr, dtype=spec.dtype))
+            os.replace(tmp, final)
+
+    def assemble(self) -> list[Path]:
+        """Write every output as a COG from the saved units, then remove the store.
+
+        Returns:
+            The output paths.
+
+        Raises:
+            RuntimeError: if units are missing.
+        """
+        missing = [i for i in range(len(self.job.units)) if not self.done(i)]
+        if missing:
+            raise RuntimeError(f"{self.root}: {len(missing)} units missing; run the job again")
+        for k, spec in enumerate(self.job.outputs):
+            with COGWriter(
+                spec.path,
+                crs=spec.crs,
+                transform=spec.transform,
+                width=spec.width,
+                height=spec.height,
+                count=spec.count,
+                dtype=spec.dtype,
+                nodata=spec.nodata,
+                descriptions=spec.descriptions,
+                colormap=spec.colormap,
+                tags=spec.tags,
+                blocksize=spec.blocksize,
+                overwrite=True,
+            ) as writer:
+                for i, window in enumerate(self.job.units):
+                    arr = np.load(self._file(i, k), mmap_mode="r")
+                    for r in range(0, arr.shape[1], ASSEMBLY_ROWS):
+                        part = np.asarray(arr[:, r : r + ASSEMBLY_ROWS])
+                        writer.write(
+                            part,
+                            Window(
+                                window.col_off, window.row_off + r, part.shape[2], part.shape[1]
+                            ),
+                        )
+        shutil.rmtree(self.root, ignore_errors=True)
+        return [o.path for o in self.job.outputs]
+
+
+def outputs_exist(job: RasterJob) -> bool:
+    """Whether every output of a job is already there (a finished earlier run)."""
+    return all(o.path.exists() for o in job.outputs)
+
+
+def run_local(
+    job: RasterJob,
+    net: torch.nn.Module,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Compute a job's missing units in this process and assemble its outputs.
+
+    Args:
+        job: the job.
+        net: the network (eval mode).
+        device: torch device.
+        overwrite: recompute every unit.
+        progress: show a progress bar over units (with ETA).
+
+    Returns:
+        The output paths.
+    """
+    store = TileStore(job, overwrite=overwrite)
+    todo = store.pending()
+    dev = torch.device(device)
+    net = net.to(dev).eval()
+    with torch.inference_mode():
+        for i in tqdm(todo, desc=job.name, unit="tile", disable=not progress):
+            store.save(i, job.compute(i, net, dev))
+    return store.assemble()
+
+
+def run_lightning(
+    job: RasterJob,
+    net: torch.nn.Module,
+    trainer_kwargs: dict[str, Any],
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path] | None:
+    """Compute a job's missing units with ``Trainer.predict`` (one process or DDP) and assemble.
+
+    Args:
+        job: the job.
+        net: the network.
+        trainer_kwargs: ``Trainer`` arguments (accelerator, devices, strategy, num_nodes...).
+        overwrite: recompute every unit.
+        progress: show Lightning's progress bar (units, with ETA).
+
+    Returns:
+        The output paths on global rank 0; None on the other ranks of a ``ddp`` run (they wait
+        until rank 0 has assembled).
+    """
+    import lightning.pytorch as pl
+    import torch.distributed as dist
+
+    from bsrlc.inference.predict_loop import JobModule, RankShare, StoreWriter, Units
+
+    store = TileStore(job, overwrite=overwrite)
+    todo = store.pending()
+    if todo:
+        trainer = pl.Trainer(
+            **{**trainer_kwargs, "use_distributed_sampler": False},
+            callbacks=[StoreWriter(store)],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+        )
+        loader = torch.utils.data.DataLoader(
+            Units(todo), batch_size=None, sampler=RankShare(len(todo))
+        )
+        trainer.predict(JobModule(job, net.eval()), dataloaders=loader, return_predictions=False)
+        rank_zero = trainer.is_global_zero
+    else:
+        rank_zero = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    paths = store.assemble() if rank_zero else None
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # the next job may read what rank 0 just assembled
+    return paths

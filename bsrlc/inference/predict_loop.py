@@ -1,0 +1,122 @@
+"""Lightning pieces that run a :class:`~bsrlc.inference.jobs.RasterJob` with ``Trainer.predict``.
+
+Module-level classes, so that spawned DDP processes can unpickle them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from bsrlc.inference.jobs import RasterJob, TileStore
+
+
+class Units(torch.utils.data.Dataset):
+    """Unit indices (the work is done in ``predict_step``, on the rank's device)."""
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> int:
+        return self.indices[i] if i >= 0 else -1
+
+
+class RankShare(torch.utils.data.Sampler[int]):
+    """Every ``world_size``-th position from this rank's: each unit once.
+
+    A raster can have fewer tiles than there are GPUs, which Lightning's distributed samplers
+    and loops do not allow (at least one batch per rank): a rank without a share gets one
+    position, -1, that :class:`JobModule` skips. The share is looked up when iterated, in the
+    rank's process.
+
+    Args:
+        n: the number of items.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def _share(self) -> range:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return range(dist.get_rank(), self.n, dist.get_world_size())
+        return range(self.n)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._share() or [-1])
+
+    def __len__(self) -> int:
+        return max(1, len(self._share()))
+
+
+class JobModule(pl.LightningModule):
+    """Computes units of a job in ``predict_step``.
+
+    Args:
+        job: the job.
+        net: the network.
+    """
+
+    def __init__(self, job: RasterJob, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.job, self.net = job, net
+
+    def predict_step(self, batch: Any, batch_idx: int) -> tuple[int, list[np.ndarray]] | None:
+        """One unit's arrays.
+
+        Args:
+            batch: the unit index (-1: nothing, see :class:`RankShare`).
+            batch_idx: its position in this rank's share.
+
+        Returns:
+            (unit index, arrays), or None.
+        """
+        index = int(batch)
+        if index < 0:
+            return None
+        return index, self.job.compute(index, self.net, self.device)
+
+
+class StoreWriter(BasePredictionWriter):
+    """Saves each unit to the tile store as soon as its rank has computed it.
+
+    Args:
+        store: the job's tile store.
+    """
+
+    def __init__(self, store: TileStore) -> None:
+        super().__init__(write_interval="batch")
+        self.store = store
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Save the unit (if there is one).
+
+        Args:
+            trainer: the trainer.
+            pl_module: the module.
+            prediction: (unit index, arrays) from ``predict_step``.
+            batch_indices: unused.
+            batch: unused.
+            batch_idx: unused.
+            dataloader_idx: unused.
+        """
+        if prediction is not None:
+            self.store.save(*prediction)

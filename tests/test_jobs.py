@@ -1,0 +1,185 @@
+"""Raster jobs: units equal one pass, the tile store resumes, DDP (2 CPU processes) equals one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from bsrlc.data.legend import Legend
+from bsrlc.errors import InputError
+from bsrlc.inference.dense import ClassifyJob, classify_raster
+from bsrlc.inference.jobs import TileStore, run_lightning, run_local
+from bsrlc.inference.sr import SRJob, super_resolve_raster
+from bsrlc.models.centre_patch import CentrePatchCNN
+from bsrlc.models.sr import SRResNet
+from bsrlc.raster import write_cog
+
+BANDS = ["BLU_P50", "GRN_P50", "RED_P50"]
+LEGEND = Legend.from_config(
+    {
+        "name": "urban",
+        "classes": [
+            {"code": 1, "name": "residential", "colour": "#e6194b"},
+            {"code": 2, "name": "industrial", "colour": "#911eb4"},
+            {"code": 3, "name": "open", "colour": "#808080"},
+            {"code": 4, "name": "non built-up", "colour": "#3cb44b"},
+        ],
+    }
+)
+
+
+def _raster(path, rows, cols, res, seed=0):
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 3000, (3, rows, cols)).astype(np.int16)
+    arr[:, :5, :7] = -9999  # a nodata corner
+    transform = Affine(res, 0, 500_000, 0, -res, 6_000_000)
+    return write_cog(
+        path, arr, crs="EPSG:32633", transform=transform, nodata=-9999, descriptions=BANDS
+    )
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    cls = CentrePatchCNN(3, 4, channels=(8, 8, 8, 8, 8, 8)).eval()
+    sr = SRResNet(3, channels=8, n_blocks=2, scale=3).eval()
+    return cls, sr
+
+
+def _cls_job(src, dst, tile=24, probabilities=False):
+    return ClassifyJob(
+        src, dst, BANDS, [0.15] * 3, [0.08] * 3, LEGEND, 7, tile=tile, probabilities=probabilities
+    )
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+def test_sr_units_equal_one_pass(tmp_path, nets):
+    src = _raster(tmp_path / "lr.tif", 110, 95, 30.0)
+    one = super_resolve_raster(
+        nets[1], src, tmp_path / "one.tif", BANDS, 3, [0.15] * 3, [0.08] * 3, progress=False
+    )
+    job = SRJob(src, tmp_path / "units.tif", BANDS, 3, [0.15] * 3, [0.08] * 3, unit=40, tile=24)
+    assert len(job.units) == 9
+    (units,) = run_local(job, nets[1], progress=False)
+    a, b = _read(one).astype(int), _read(units).astype(int)
+    assert a.shape == b.shape == (3, 330, 285)
+    assert np.abs(a - b).max() <= 1  # float rounding at the int16 step, nothing more
+    assert (a != b).mean() < 1e-3
+    assert np.array_equal(a == -32768, b == -32768)
+    with rasterio.open(units) as u, rasterio.open(src) as s:
+        assert u.res == (10.0, 10.0) and u.crs == s.crs and list(u.descriptions) == BANDS
+    assert not list(tmp_path.glob(".*tiles"))  # the store is gone once assembled
+
+
+def test_killed_job_resumes_from_its_tiles(tmp_path, nets, caplog):
+    src = _raster(tmp_path / "s2.tif", 70, 60, 10.0)
+    whole = classify_raster(
+        nets[0],
+        src,
+        tmp_path / "whole.tif",
+        BANDS,
+        [0.15] * 3,
+        [0.08] * 3,
+        LEGEND,
+        7,
+        tile=24,
+        progress=False,
+        probabilities=True,
+    )
+    job = _cls_job(src, tmp_path / "map.tif", probabilities=True)
+    store = TileStore(job)
+    calls = []
+
+    class Killed(Exception):
+        pass
+
+    def dying(index, net, device):  # the process dies after four tiles
+        if len(calls) == 4:
+            raise Killed
+        calls.append(index)
+        return ClassifyJob.compute(job, index, net, device)
+
+    job.compute = dying
+    with pytest.raises(Killed), torch.inference_mode():
+        for i in store.pending():
+            store.save(i, job.compute(i, nets[0], torch.device("cpu")))
+    assert not (tmp_path / "map.tif").exists() and not (tmp_path / "map_proba.tif").exists()
+    del job.compute
+    caplog.set_level("INFO")
+    computed = []
+    original = ClassifyJob.compute
+
+    def counting(self, index, net, device):
+        computed.append(index)
+        return original(self, index, net, device)
+
+    ClassifyJob.compute = counting
+    try:
+        run_local(_cls_job(src, tmp_path / "map.tif", probabilities=True), nets[0], progress=False)
+    finally:
+        ClassifyJob.compute = original
+    assert sorted(computed) == [i for i in range(len(job.units)) if i not in calls]
+    assert "resuming, 4 of 9 tiles done" in caplog.text
+    assert np.array_equal(_read(tmp_path / "map.tif"), _read(whole))
+    assert np.array_equal(_read(tmp_path / "map_proba.tif"), _read(tmp_path / "whole_proba.tif"))
+
+
+def test_store_discards_tiles_of_other_inputs(tmp_path, nets, caplog):
+    src = _raster(tmp_path / "s2.tif", 50, 50, 10.0)
+    job = _cls_job(src, tmp_path / "map.tif")
+    store = TileStore(job)
+    store.save(0, job.compute(0, nets[0], torch.device("cpu")))
+    assert store.pending() == list(range(1, 9))
+    _raster(tmp_path / "s2.tif", 50, 50, 10.0, seed=1)  # the input changed since
+    os.utime(tmp_path / "s2.tif", ns=(1, 1))
+    with caplog.at_level("WARNING"):
+        again = TileStore(_cls_job(src, tmp_path / "map.tif"))
+    assert again.pending() == list(range(9)) and "discarded" in caplog.text
+    with pytest.raises(ValueError, match="not"):
+        again.save(0, [np.zeros((1, 3, 3), np.uint8)])
+
+
+def test_unwritable_output_folder_is_one_clear_error(tmp_path, nets):
+    src = _raster(tmp_path / "s2.tif", 30, 30, 10.0)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot create output folder"):
+        TileStore(_cls_job(src, blocker / "sub" / "map.tif"))
+
+
+def test_truncated_raster_is_one_clear_error(tmp_path, nets):
+    src = _raster(tmp_path / "s2.tif", 300, 300, 10.0)
+    data = src.read_bytes()
+    bad = tmp_path / "truncated.tif"
+    bad.write_bytes(data[: len(data) // 2])
+    job = _cls_job(bad, tmp_path / "out" / "map.tif", tile=64)
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        run_local(job, nets[0], progress=False)
+    assert not (tmp_path / "out" / "map.tif").exists()
+
+
+def test_ddp_two_processes_equal_one(tmp_path, nets):
+    src = _raster(tmp_path / "s2.tif", 60, 50, 10.0)
+    one = run_local(
+        _cls_job(src, tmp_path / "one.tif", probabilities=True), nets[0], progress=False
+    )
+    ddp = run_lightning(
+        _cls_job(src, tmp_path / "ddp.tif", probabilities=True),
+        nets[0],
+        {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"},
+        progress=False,
+    )
+    assert ddp is not None
+    for a, b in zip(one, ddp, strict=True):
+        assert np.array_equal(_read(a), _read(b))
+    shutil.rmtree(tmp_path / "lightning_logs", ignore_errors=True)
