@@ -3,11 +3,14 @@
     python benchmarks/dense.py [--quick] [--size 1024] [--channels 24] [--no-malloc-tuning]
 
 Builds the default :class:`~bsrlc.models.centre_patch.CentrePatchCNN` (random weights, random
-BatchNorm statistics, eval mode) and its attention variant, and classifies a size x size tile
+BatchNorm statistics, eval mode) and its attention variant (``conf/model/centre_patch_attention``:
+four convs, the centre attending over the 7 x 7 feature window), and classifies a size x size tile
 (plus its P // 2 halo) twice: in one dense pass (``forward_dense``) and patch by patch
 (``extract_patches`` + ``forward`` in batches). The per-patch path is timed on the first
 ``--rows`` output rows and extrapolated linearly to the whole tile (it does the same work for
-every row); its logits on those rows are compared with the dense ones.
+every row); its logits on those rows are compared with the dense ones. ``flop_ratio`` is the
+ratio of the arithmetic both paths do (counted by ``torch.utils.flop_counter``): dense
+evaluation removes the recomputation of overlapping patches, so its speedup tracks that ratio.
 
 glibc's default malloc returns large freed blocks to the OS, so every big temporary tensor is
 page-faulted in afresh (about 4 us per 4 KiB page on small VMs); PyTorch's CPU tuning guide
@@ -36,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bsrlc.models.centre_patch import CentrePatchCNN, extract_patches
 
@@ -110,6 +114,13 @@ def compare(model: CentrePatchCNN, tile: torch.Tensor, rows: int, batch: int) ->
             [model(patches[i : i + batch]) for i in range(0, len(patches), batch)]
         )
         t_rows, c_rows = time.perf_counter() - t0, time.process_time() - c0
+        # the arithmetic each path does (convs and matmuls; the dense pass counted over the
+        # whole tile, the per-patch path over one row): the speedup dense evaluation can
+        # reach is about their ratio
+        with FlopCounterMode(display=False) as dense_flops:
+            model.forward_dense(tile)
+        with FlopCounterMode(display=False) as patch_flops:
+            model(extract_patches(tile[:, :, r0 : r0 + 1 + 2 * halo], p))
     t_patch = t_rows * h / rows  # linear in rows: every row is the same amount of work
     # CPU time (all threads) is the work done; wall time also counts waiting for a busy machine
     cpu_speedup = c_rows * h / rows / c_dense
@@ -121,6 +132,7 @@ def compare(model: CentrePatchCNN, tile: torch.Tensor, rows: int, batch: int) ->
         "per_patch_s_timed": round(t_rows, 2),
         "speedup_vs_per_patch": round(t_patch / t_dense, 1),
         "cpu_time_speedup": round(cpu_speedup, 1),
+        "flop_ratio": round(patch_flops.get_total_flops() * h / dense_flops.get_total_flops(), 1),
         "max_abs_diff": float((per_patch - ref).abs().max()),
         "max_abs_logit": float(ref.abs().max()),
         "mpix_per_s": round(h * w / t_dense / 1e6, 4),
@@ -140,6 +152,11 @@ def main() -> None:
     ap.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's defaults")
     ap.add_argument("--hidden", type=int, default=None, help="hidden width of the CNN's head")
     ap.add_argument("--attn-dim", type=int, default=128, help="token width of the attention")
+    ap.add_argument(
+        "--attn-channels",
+        default="32,32,64,64",
+        help="conv widths of the attention variant (conf/model/centre_patch_attention.yaml)",
+    )
     args = ap.parse_args()
     allocator = "default" if args.no_malloc_tuning else tune_glibc_malloc()
     torch.set_num_threads(args.threads)
@@ -148,7 +165,10 @@ def main() -> None:
     torch.manual_seed(0)
     results: dict[str, dict[str, Any]] = {}
     for name, attention in (("cnn", False), ("attention", True)):
-        kwargs = {"attention": True, "attn_dim": args.attn_dim} if attention else {}
+        kwargs: dict[str, Any] = {}
+        if attention:
+            channels = [int(c) for c in args.attn_channels.split(",")]
+            kwargs = {"attention": True, "attn_dim": args.attn_dim, "channels": channels}
         net = CentrePatchCNN(args.channels, args.classes, hidden=args.hidden, **kwargs)
         model = randomise(net, 1)
         gen = torch.Generator().manual_seed(2)
@@ -159,7 +179,8 @@ def main() -> None:
         print(
             f"{name:9s} dense {r['dense_s']:6.1f} s ({r['mpix_per_s']:.3f} Mpx/s) | per patch "
             f"{r['per_patch_s_extrapolated']:7.1f} s (from {rows} rows) | speedup "
-            f"{r['speedup_vs_per_patch']:5.1f}x (CPU time {r['cpu_time_speedup']:.1f}x) | "
+            f"{r['speedup_vs_per_patch']:5.1f}x (CPU time {r['cpu_time_speedup']:.1f}x, "
+            f"FLOP ratio {r['flop_ratio']:.1f}x) | "
             f"max |diff| {r['max_abs_diff']:.2e} "
             f"(logits up to {r['max_abs_logit']:.2f})"
         )
@@ -177,6 +198,7 @@ def main() -> None:
                 "mpix_per_s": cnn["mpix_per_s"],
                 "per_patch_rows_timed": rows,
                 "cpu_time_speedup": cnn["cpu_time_speedup"],
+                "flop_ratio": cnn["flop_ratio"],
                 "dense_s": cnn["dense_s"],
                 "per_patch_s_extrapolated": cnn["per_patch_s_extrapolated"],
                 "attention": {
@@ -184,6 +206,7 @@ def main() -> None:
                     for k in (
                         "speedup_vs_per_patch",
                         "cpu_time_speedup",
+                        "flop_ratio",
                         "max_abs_diff",
                         "mpix_per_s",
                         "dense_s",
@@ -193,6 +216,7 @@ def main() -> None:
                 "tile": [args.size, args.size, args.channels],
                 "hidden": args.hidden,
                 "attn_dim": args.attn_dim,
+                "attn_channels": args.attn_channels,
                 "patch_size": 15,
                 "threads": args.threads,
                 "batch": args.batch,

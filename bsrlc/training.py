@@ -181,9 +181,49 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.paths.output_dir) / "metrics.json"
         out.write_text(json.dumps(plain, indent=2, sort_keys=True))
         log.info("metrics -> %s", out)
+        if cfg.get("export_bundle") and cfg.get("train"):
+            export_final_bundle(trainer, cfg, loggers)
     for lg in loggers:
         lg.finalize("success")
     return plain
+
+
+def export_final_bundle(trainer: L.Trainer, cfg: DictConfig, loggers: list[Logger]) -> Path:
+    """Export the best (else the last) checkpoint as a bundle; log it to W&B as an artifact.
+
+    Args:
+        trainer: the trainer after fitting.
+        cfg: the run's config.
+        loggers: the run's loggers (a W&B one gets the bundle as a ``model`` artifact, uploaded
+            now or by ``wandb sync`` for offline runs).
+
+    Returns:
+        The bundle folder, ``<output_dir>/bundle``.
+
+    Raises:
+        ConfigError: if the run saved no checkpoint to export.
+    """
+    from bsrlc.export import export_bundle
+
+    ckpt_cb = trainer.checkpoint_callback
+    ckpt = getattr(ckpt_cb, "best_model_path", "") or getattr(ckpt_cb, "last_model_path", "")
+    if not ckpt:
+        raise ConfigError("export_bundle=true but the run saved no checkpoint; enable callbacks")
+    bundle = export_bundle(ckpt, Path(cfg.paths.output_dir) / "bundle")
+    log.info("bundle of %s -> %s", Path(ckpt).name, bundle)
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            meta = json.loads((bundle / "metadata.json").read_text())
+            artifact = wandb.Artifact(
+                f"{cfg.task_name}-bundle",
+                type="model",
+                metadata={k: meta.get(k) for k in ("task", "bands", "content_hash", "version")},
+            )
+            artifact.add_dir(str(bundle))
+            lg.experiment.log_artifact(artifact, aliases=["latest", Path(ckpt).stem])
+    return bundle
 
 
 def _sync_csv_headers(loggers: list[Logger]) -> None:

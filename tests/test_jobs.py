@@ -183,3 +183,38 @@ def test_ddp_two_processes_equal_one(tmp_path, nets):
     for a, b in zip(one, ddp, strict=True):
         assert np.array_equal(_read(a), _read(b))
     shutil.rmtree(tmp_path / "lightning_logs", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_20k_raster_maps_within_3_gb(tmp_path):
+    """A 20,000 x 20,000 x 6-band input: peak RSS of the mapping process stays under 3 GB."""
+    import resource
+    import subprocess
+    import sys
+
+    from benchmarks.predict import make_raster
+
+    src = make_raster(tmp_path / "big.tif", 20_000, 10.0, 6)
+    script = f"""
+import torch
+from bsrlc.data.legend import Legend
+from bsrlc.inference.dense import ClassifyJob
+from bsrlc.inference.jobs import run_lightning
+from bsrlc.models.centre_patch import CentrePatchCNN
+from benchmarks.predict import BANDS
+torch.manual_seed(0)
+net = CentrePatchCNN(6, 4, channels=(8, 8, 8, 8, 8, 8)).eval()
+legend = Legend.from_config({{"name": "x", "classes": [{{"code": i, "name": str(i)}} for i in (1, 2, 3, 4)]}})
+job = ClassifyJob({str(src)!r}, {str(tmp_path / "map.tif")!r}, BANDS, [0.2] * 6, [0.1] * 6, legend, 7)
+run_lightning(job, net, {{"accelerator": "cpu", "devices": 1}}, progress=False)
+"""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mb > before / 1024 or before == 0
+    print(f"20k x 20k x 6 classification: peak RSS {peak_mb:.0f} MB")
+    assert peak_mb < 3072
+    with rasterio.open(tmp_path / "map.tif") as m:
+        assert (m.width, m.height) == (20_000, 20_000) and m.overviews(1)
+        assert m.read(1, window=rasterio.windows.Window(9_000, 9_000, 64, 64)).min() >= 1

@@ -162,3 +162,34 @@ def test_train_cli_bad_input_is_one_line(tmp_path):
         last = res.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last
         assert "Traceback" not in res.stderr
+
+
+def test_many_loggers_and_the_bundle_artifact(tmp_path, tiny_world, tiny_stms, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [
+        o
+        for o in _classify_overrides(
+            tiny_world,
+            tiny_stms,
+            [
+                "model=centre_patch_attention",
+                "model.net.channels=[8,8,8,8]",
+                "model.net.attn_dim=16",
+            ],
+        )
+        if not o.startswith("logger=")
+    ]
+    cfg = compose_train([*overrides, "logger=many", "export_bundle=true"], tmp_path)
+    train(cfg)
+    assert list(tmp_path.rglob("metrics.csv"))  # CSV
+    assert list(tmp_path.rglob("events.out.tfevents.*"))  # TensorBoard
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))  # W&B, offline
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    meta = json.loads((tmp_path / "bundle" / "metadata.json").read_text())
+    assert meta["task"] == "classify" and meta["content_hash"]
+    # the bundle went into the run as a model artifact (uploaded by `wandb sync`)
+    import wandb
+
+    wandb.finish()
+    record = next(runs[0].glob("*.wandb")).read_bytes()
+    assert f"{cfg.task_name}-bundle".encode() in record and meta["content_hash"].encode() in record
