@@ -222,7 +222,8 @@ def export_final_bundle(trainer: L.Trainer, cfg: DictConfig, loggers: list[Logge
                 metadata={k: meta.get(k) for k in ("task", "bands", "content_hash", "version")},
             )
             artifact.add_dir(str(bundle))
-            lg.experiment.log_artifact(artifact, aliases=["latest", Path(ckpt).stem])
+            run: Any = getattr(lg, "experiment")  # noqa: B009  (Logger has no typed experiment)
+            run.log_artifact(artifact, aliases=["latest", Path(ckpt).stem])
     return bundle
 
 
