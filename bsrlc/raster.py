@@ -14,6 +14,12 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# GDAL's block cache defaults to 5 % of the RAM and is filled by window reads and COG writes:
+# 1.2 GB on a 24 GB machine, 6 GB on a 128 GB GPU node, for no speed-up when rasters stream
+# window by window. 256 MB keeps memory bounded by the tile size (set GDAL_CACHEMAX to change;
+# GDAL reads it when the cache is first used).
+os.environ.setdefault("GDAL_CACHEMAX", "256")
 from types import TracebackType
 from typing import Any
 
