@@ -4,7 +4,7 @@
 
 Builds the default :class:`~bsrlc.models.centre_patch.CentrePatchCNN` (random weights, random
 BatchNorm statistics, eval mode) and its attention variant (``conf/model/centre_patch_attention``:
-four convs, the centre attending over the 7 x 7 feature window), and classifies a size x size tile
+the same convs, the centre attending over the 3 x 3 feature window), and classifies a size x size tile
 (plus its P // 2 halo) twice: in one dense pass (``forward_dense``) and patch by patch
 (``extract_patches`` + ``forward`` in batches). The per-patch path is timed on the first
 ``--rows`` output rows and extrapolated linearly to the whole tile (it does the same work for
@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--attn-dim", type=int, default=128, help="token width of the attention")
     ap.add_argument(
         "--attn-channels",
-        default="32,32,64,64",
+        default="32,32,64,64,128,128",
         help="conv widths of the attention variant (conf/model/centre_patch_attention.yaml)",
     )
     args = ap.parse_args()
