@@ -4,8 +4,8 @@
 
 Builds the default :class:`~bsrlc.models.centre_patch.CentrePatchCNN` (random weights, random
 BatchNorm statistics, eval mode) and its attention variant (``conf/model/centre_patch_attention``:
-the same convs, the centre attending over the 3 x 3 feature window), and classifies a size x size tile
-(plus its P // 2 halo) twice: in one dense pass (``forward_dense``) and patch by patch
+the same convs, the centre attending over the 3 x 3 feature window), and classifies a size x size
+tile (plus its P // 2 halo) twice: in one dense pass (``forward_dense``) and patch by patch
 (``extract_patches`` + ``forward`` in batches). The per-patch path is timed on the first
 ``--rows`` output rows and extrapolated linearly to the whole tile (it does the same work for
 every row); its logits on those rows are compared with the dense ones. ``flop_ratio`` is the
