@@ -113,9 +113,13 @@ def export_bundle(
                 "valid-conv centre-patch model, or run it with backend=torch"
             )
         export_net = DenseClassifier(net).eval()
-    tmp = Path(
-        tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent if out_dir.parent.exists() else None)
-    )
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"{out_dir.parent}: cannot create output folder ({err.strerror})"
+        ) from None
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent))  # same file system
     try:
         x = _example_input(model)
         torch.onnx.export(

@@ -260,7 +260,8 @@ def check_aligned(lr: RasterInfo, hr: RasterInfo, scale: int) -> None:
     if not (np.isclose(dx, round(dx), atol=1e-6) and np.isclose(dy, round(dy), atol=1e-6)):
         raise InputError(
             f"{pair}: the HR origin is not on the LR pixel grid (offset {dx % 1:.3f}, "
-            f"{dy % 1:.3f} LR pixels); warp with -tap so the grids nest"
+            f"{dy % 1:.3f} LR pixels); warp the HR raster onto the LR extent "
+            f"(gdalwarp -te <LR bounds> -tr {hrx:g} {hry:g}) so the grids nest"
         )
 
 

@@ -267,3 +267,8 @@ def test_predict_bad_inputs_are_one_line_errors(tmp_path, tiny_stms, checkpoints
     blocker.write_text("")
     err = _predict(f"model={cls}", f"input={src}", f"out_dir={blocker / 'out'}")
     assert err.returncode == 2 and "cannot create output folder" in err.stderr, err.stderr
+
+
+def test_export_creates_missing_parent_folders(tmp_path, checkpoints):
+    out = export_bundle(checkpoints[1], tmp_path / "new" / "deeper" / "cls")
+    assert (out / "metadata.json").exists()

@@ -193,3 +193,21 @@ def test_many_loggers_and_the_bundle_artifact(tmp_path, tiny_world, tiny_stms, m
     wandb.finish()
     record = next(runs[0].glob("*.wandb")).read_bytes()
     assert f"{cfg.task_name}-bundle".encode() in record and meta["content_hash"].encode() in record
+
+
+def test_points_with_class_names_train_like_codes(tmp_path, tiny_world, tiny_stms):
+    import geopandas as gpd
+
+    from bsrlc.data.classify import PointPatchDataModule
+    from bsrlc.data.legend import Legend
+
+    legend = Legend.from_config("urban")
+    pts = gpd.read_file(tiny_world.root / "points" / "points_2019.gpkg")
+    named = pts.assign(**{"class": [legend.names[legend.index_of([c])[0]] for c in pts["class"]]})
+    named.to_file(tmp_path / "named.gpkg")
+    sizes = []
+    for points in (tiny_world.root / "points" / "points_2019.gpkg", tmp_path / "named.gpkg"):
+        dm = PointPatchDataModule(str(tiny_stms["sentinel2"]["2019"]), str(points), block_size=32)
+        dm.setup("fit")
+        sizes.append({k: len(v) for k, v in dm._datasets.items()})
+    assert sizes[0] == sizes[1] and sizes[0]["train"] > 0

@@ -232,7 +232,7 @@ class PointPatchDataModule(L.LightningDataModule):
         info = raster_info(self.raster)
         self.bands = expand_band_patterns(info, self.band_patterns)
         cache = RasterCache(self.raster, self.bands, cache_dir=self.cache_dir)
-        pts = read_points(self.points, self.class_column, crs=self.points_crs)
+        pts = read_points(self.points, self.class_column, crs=self.points_crs, legend=self.legend)
         samples = locate(pts, info, self.legend, self.points)
         h = self.patch_size // 2
         n_total = len(pts)
