@@ -324,10 +324,11 @@ def run_lightning(
     import lightning.pytorch as pl
     import torch.distributed as dist
 
-    from bsrlc.inference.predict_loop import JobModule, RankShare, StoreWriter, Units
+    from bsrlc.inference.predict_loop import JobModule, RankShare, StoreWriter, Units, single
 
     store = TileStore(job, overwrite=overwrite)
     todo = store.pending()
+    log.info("%s: %d tiles to compute", job.name, len(todo))
     if todo:
         trainer = pl.Trainer(
             **{**trainer_kwargs, "use_distributed_sampler": False},
@@ -338,7 +339,7 @@ def run_lightning(
             enable_progress_bar=progress,
         )
         loader = torch.utils.data.DataLoader(
-            Units(todo), batch_size=None, sampler=RankShare(len(todo))
+            Units(todo), batch_size=1, sampler=RankShare(len(todo)), collate_fn=single
         )
         trainer.predict(JobModule(job, net.eval()), dataloaders=loader, return_predictions=False)
         rank_zero = trainer.is_global_zero

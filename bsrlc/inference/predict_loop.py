@@ -58,6 +58,11 @@ class RankShare(torch.utils.data.Sampler[int]):
         return max(1, len(self._share()))
 
 
+def single(batch: list[int]) -> int:
+    """Collate a batch of one unit index into the index."""
+    return batch[0]
+
+
 class JobModule(pl.LightningModule):
     """Computes units of a job in ``predict_step``.
 
