@@ -165,6 +165,9 @@ def test_train_cli_bad_input_is_one_line(tmp_path):
 
 
 def test_many_loggers_and_the_bundle_artifact(tmp_path, tiny_world, tiny_stms, monkeypatch):
+    import wandb
+
+    wandb.finish()  # a run left open by another test would be reused by the logger
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [
         o
@@ -187,12 +190,21 @@ def test_many_loggers_and_the_bundle_artifact(tmp_path, tiny_world, tiny_stms, m
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     meta = json.loads((tmp_path / "bundle" / "metadata.json").read_text())
     assert meta["task"] == "classify" and meta["content_hash"]
-    # the bundle went into the run as a model artifact (uploaded by `wandb sync`)
+    # the bundle went into the run as a model artifact (uploaded by `wandb sync`); W&B's
+    # service process writes the run record asynchronously, so wait for it
+    import time
+
     import wandb
 
     wandb.finish()
-    record = next(runs[0].glob("*.wandb")).read_bytes()
-    assert f"{cfg.task_name}-bundle".encode() in record and meta["content_hash"].encode() in record
+    wanted = (f"{cfg.task_name}-bundle".encode(), meta["content_hash"].encode())
+    deadline = time.monotonic() + 60
+    while True:
+        record = next(runs[0].glob("*.wandb")).read_bytes()
+        if all(w in record for w in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert all(w in record for w in wanted)
 
 
 def test_points_with_class_names_train_like_codes(tmp_path, tiny_world, tiny_stms):

@@ -90,6 +90,23 @@ class JobModule(pl.LightningModule):
             return None
         return index, self.job.compute(index, self.net, self.device)
 
+    def teardown(self, stage: str) -> None:
+        """Close a spawned rank's process group before the process exits.
+
+        Otherwise gloo's group is destroyed by an exit handler while the other rank may already
+        be gone, which sometimes aborts the process ("terminate called without an active
+        exception"). Runs after Lightning's own teardown; ``ddp`` (not spawned) keeps its group
+        for the barrier in :func:`~bsrlc.inference.jobs.run_lightning`.
+
+        Args:
+            stage: Lightning's stage.
+        """
+        import torch.distributed as dist
+
+        spawned = getattr(self.trainer.strategy, "_start_method", None) in {"spawn", "forkserver"}
+        if stage == "predict" and spawned and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 class StoreWriter(BasePredictionWriter):
     """Saves each unit to the tile store as soon as its rank has computed it.
