@@ -185,6 +185,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             export_final_bundle(trainer, cfg, loggers)
     for lg in loggers:
         lg.finalize("success")
+    _finish_wandb()  # one W&B run per train(): a later call must not log into this one
     return plain
 
 

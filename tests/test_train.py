@@ -127,6 +127,7 @@ def test_resume_continues_exactly_with_the_same_wandb_run(tmp_path, tiny_world, 
     first = compose_train([*base, "trainer.max_steps=4"], tmp_path / "part")
     train(first)
     run_id = (tmp_path / "part" / "wandb_id.txt").read_text()
+    assert (tmp_path / "full" / "wandb_id.txt").read_text() != run_id  # separate runs
     resumed = compose_train(
         [
             *base,
