@@ -248,23 +248,39 @@ def _sync_csv_headers(loggers: list[Logger]) -> None:
 
 
 def _reuse_wandb_id(cfg: DictConfig, ckpt_path: str | None) -> None:
-    """On resume, log to the same W&B run as the interrupted one (its id is kept on disk)."""
-    if not ckpt_path or not cfg.get("logger") or "wandb" not in cfg.logger:
-        return
-    id_file = Path(ckpt_path).parent.parent / "wandb_id.txt"
-    if id_file.exists() and not cfg.logger.wandb.get("id"):
-        from omegaconf import open_dict
+    """Give the W&B logger a run id: the interrupted run's on resume, else a new one.
 
-        with open_dict(cfg):
-            cfg.logger.wandb.id = id_file.read_text().strip()
+    The id is chosen here, before the run starts (``WandbLogger.version`` is unknown until the
+    run exists), and kept in ``<output_dir>/wandb_id.txt`` by :func:`_remember_wandb_id`.
+    """
+    if not cfg.get("logger") or "wandb" not in cfg.logger or cfg.logger.wandb.get("id"):
+        return
+    from omegaconf import open_dict
+
+    previous = ""
+    if ckpt_path:
+        id_file = Path(ckpt_path).parent.parent / "wandb_id.txt"
+        previous = id_file.read_text().strip() if id_file.exists() else ""
+    with open_dict(cfg):
+        if previous and previous != "None":
+            cfg.logger.wandb.id = previous
             cfg.logger.wandb.resume = "allow"
+        else:  # W&B's own ids are 8 lower-case alphanumerics too
+            import secrets
+
+            cfg.logger.wandb.id = secrets.token_hex(4)
 
 
 def _remember_wandb_id(cfg: DictConfig, loggers: list[Logger]) -> None:
+    """Write the W&B run id next to the checkpoints (global rank 0 only)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
     for lg in loggers:
-        if type(lg).__name__ == "WandbLogger":
+        if type(lg).__name__ == "WandbLogger" and cfg.logger.wandb.get("id"):
             Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
-            Path(cfg.paths.output_dir, "wandb_id.txt").write_text(str(lg.version))
+            Path(cfg.paths.output_dir, "wandb_id.txt").write_text(str(cfg.logger.wandb.id))
 
 
 def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:

@@ -138,6 +138,8 @@ def test_resume_continues_exactly_with_the_same_wandb_run(tmp_path, tiny_world, 
     )
     train(resumed)
     assert (tmp_path / "part" / "wandb_id.txt").read_text() == run_id  # the same W&B run
+    sessions = sorted((tmp_path / "part" / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2 and all(f"-{run_id}" in d.name for d in sessions)
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 8
