@@ -324,7 +324,14 @@ def run_lightning(
     import lightning.pytorch as pl
     import torch.distributed as dist
 
-    from bsrlc.inference.predict_loop import JobModule, RankShare, StoreWriter, Units, single
+    from bsrlc.inference.predict_loop import (
+        JobModule,
+        RankShare,
+        StoreWriter,
+        TileProgressBar,
+        Units,
+        single,
+    )
 
     store = TileStore(job, overwrite=overwrite)
     todo = store.pending()
@@ -332,7 +339,7 @@ def run_lightning(
     if todo:
         trainer = pl.Trainer(
             **{**trainer_kwargs, "use_distributed_sampler": False},
-            callbacks=[StoreWriter(store)],
+            callbacks=[StoreWriter(store), *([TileProgressBar(job.name)] if progress else [])],
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,

@@ -11,7 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 
 from bsrlc.inference.jobs import RasterJob, TileStore
 
@@ -142,3 +142,36 @@ class StoreWriter(BasePredictionWriter):
         """
         if prediction is not None:
             self.store.save(*prediction)
+
+
+class TileProgressBar(TQDMProgressBar):
+    """Lightning's progress bar (tiles done, rate, ETA), labelled with the raster's name.
+
+    Args:
+        name: the raster being written.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def on_predict_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Start the bar as Lightning does, then name it after the raster.
+
+        Args:
+            trainer: the trainer.
+            pl_module: the module.
+            batch: the unit index.
+            batch_idx: its position.
+            dataloader_idx: the loader.
+        """
+        super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        if batch_idx == 0:
+            self.predict_progress_bar.set_description(f"{self.name} (tiles)")
