@@ -226,12 +226,18 @@ def test_predict_killed_midway_resumes_to_the_same_map(tmp_path, tiny_stms, chec
     assert not store.exists() and not list(out.glob(".*"))  # no leftovers
 
 
-def test_predict_ddp_sim_equals_one_process(tmp_path, tiny_stms, checkpoints):
+@pytest.mark.parametrize(
+    "trainer",
+    [["trainer=ddp_sim"], ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]],
+    ids=["ddp_sim", "ddp_cpu"],
+)
+def test_predict_ddp_equals_one_process(tmp_path, tiny_stms, checkpoints, trainer):
+    """Two ranks (spawned, or launched as scripts like on GPU nodes) write what one process does."""
     sr, cls = checkpoints
     src = tiny_stms["landsat"]["2019"]
     args = [f"model={cls}", f"sr_model={sr}", f"input={src}", "pipeline=sr+classify", "sr_unit=24"]
-    one = _predict(*args, f"out_dir={tmp_path / 'one'}")
-    two = _predict(*args, f"out_dir={tmp_path / 'two'}", "trainer=ddp_sim")
+    one = _predict(*args, f"out_dir={tmp_path / 'one'}", "tile=16")
+    two = _predict(*args, f"out_dir={tmp_path / 'two'}", "tile=16", *trainer)
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     for name in (f"{src.stem}_sr.tif", f"{src.stem}_map.tif"):
         with (

@@ -141,10 +141,12 @@ class TileStore:
         InputError: if the output folder cannot be created or written.
     """
 
-    def __init__(self, job: RasterJob, overwrite: bool = False) -> None:
+    def __init__(self, job: RasterJob, overwrite: bool = False, prepare: bool = True) -> None:
         self.job = job
         first = job.outputs[0].path
         self.root = first.parent / f".{first.name}.tiles"
+        if not prepare:  # another rank prepares the store
+            return
         try:
             first.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -182,10 +184,7 @@ class TileStore:
             tmp = self.root.with_name(self.root.name + f".{uuid.uuid4().hex[:8]}")
             tmp.mkdir()
             (tmp / "manifest.json").write_text(text)
-            try:
-                os.replace(tmp, self.root)
-            except OSError:  # another rank created it first
-                shutil.rmtree(tmp, ignore_errors=True)
+            os.replace(tmp, self.root)
 
     def _file(self, index: int, k: int) -> Path:
         return self.root / f"u{index:06d}.{k}.npy"
@@ -322,7 +321,6 @@ def run_lightning(
         until rank 0 has assembled).
     """
     import lightning.pytorch as pl
-    import torch.distributed as dist
 
     from bsrlc.inference.predict_loop import (
         JobModule,
@@ -333,8 +331,15 @@ def run_lightning(
         single,
     )
 
-    store = TileStore(job, overwrite=overwrite)
+    # Ranks of a `ddp` run (one process per GPU, all running this function): rank 0 prepares
+    # the store, every rank lists the same missing units before any is saved, rank 0 assembles
+    # once all are saved. Before the first job's `Trainer.predict` no process group exists yet:
+    # the other ranks start only then, after rank 0 has prepared the store.
+    rank = _global_rank()
+    store = TileStore(job, overwrite=overwrite, prepare=rank == 0)
+    _barrier()
     todo = store.pending()
+    _barrier()
     log.info("%s: %d tiles to compute", job.name, len(todo))
     if todo:
         trainer = pl.Trainer(
@@ -349,10 +354,25 @@ def run_lightning(
             Units(todo), batch_size=1, sampler=RankShare(len(todo)), collate_fn=single
         )
         trainer.predict(JobModule(job, net.eval()), dataloaders=loader, return_predictions=False)
-        rank_zero = trainer.is_global_zero
-    else:
-        rank_zero = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-    paths = store.assemble() if rank_zero else None
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # the next job may read what rank 0 just assembled
+        rank = _global_rank()  # a `ddp` run's process group exists from here on
+    _barrier()  # every rank's units are saved
+    paths = store.assemble() if rank == 0 else None
+    _barrier()  # the next job may read what rank 0 assembled
     return paths
+
+
+def _global_rank() -> int:
+    """This process's global rank: from the process group, else from the launcher's env."""
+    import torch.distributed as dist
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
