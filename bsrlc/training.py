@@ -240,6 +240,8 @@ def _sync_csv_headers(loggers: list[Logger]) -> None:
         if type(lg).__name__ != "CSVLogger":
             continue
         exp: Any = getattr(lg, "experiment")  # noqa: B009  (Logger has no typed experiment)
+        if not isinstance(getattr(exp, "metrics_file_path", None), str):
+            continue  # ranks other than 0 log nowhere (Lightning's dummy experiment)
         path = Path(exp.metrics_file_path)
         if path.exists() and not exp.metrics_keys:
             with open(path, newline="") as f:

@@ -38,13 +38,28 @@ def test_demo_pipeline_on_the_tiny_world(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_sim_trains_with_two_processes(tmp_path, tiny_world, tiny_stms):
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        ["trainer=ddp_sim"],
+        # one script per rank, as on GPU nodes (only rank 0 logs: its CSV logger is real)
+        [
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "trainer.sync_batchnorm=false",
+        ],
+    ],
+    ids=["ddp_sim", "ddp_cpu"],
+)
+def test_ddp_trains_with_two_processes(tmp_path, tiny_world, tiny_stms, trainer):
     res = subprocess.run(
         [
             sys.executable,
             "train.py",
             "experiment=classify_demo",
-            "trainer=ddp_sim",
+            *trainer,
             f"data.raster={tiny_stms['sentinel2']['2019']}",
             f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
             "data.cache_dir=null",
