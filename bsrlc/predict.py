@@ -214,6 +214,9 @@ def predict(cfg: Any) -> dict[str, Any]:
     progress = bool(cfg.progress)
     results: dict[str, Any] = {"sr": {}, "maps": {}}
     rank_zero = True
+    # which weights computed the tiles of a resumable job (hashed once, not per period)
+    sr_id = model_digest(sr_model.net, sr_model.meta) if sr_model is not None else ""
+    cls_id = model_digest(cls_model.net, cls_model.meta) if cls_model is not None else ""
     for item in inputs:
         src = item.path
         if sr_model is not None:
@@ -227,7 +230,7 @@ def predict(cfg: Any) -> dict[str, Any]:
                 sr_model.std,
                 unit=int(cfg.sr_unit),
                 tile=int(cfg.sr_tile),
-                model_id=model_digest(sr_model.net, sr_model.meta),
+                model_id=sr_id,
             )
             rank_zero &= _run(job, sr_model, trainer_kwargs, overwrite, progress)
             src = results["sr"][item.label] = job.outputs[0].path
@@ -243,7 +246,7 @@ def predict(cfg: Any) -> dict[str, Any]:
                 int(cls_model.meta["halo"]),
                 tile=int(cfg.tile),
                 probabilities=bool(cfg.probabilities),
-                model_id=model_digest(cls_model.net, cls_model.meta),
+                model_id=cls_id,
             )
             rank_zero &= _run(job, cls_model, trainer_kwargs, overwrite, progress)
             results["maps"][item.label] = job.outputs[0].path
