@@ -401,6 +401,21 @@ def _window_reader(
     return read
 
 
+def _check_request(
+    src: Path, dst: Path, bands: Sequence[str], mean: Sequence[float], std: Sequence[float]
+) -> None:
+    """Fail in one line for no bands, statistics that do not match them, or dst == src."""
+    if not bands:
+        raise ConfigError("no bands given; pass the band names the model was trained on")
+    if len(mean) != len(bands) or len(std) != len(bands):
+        raise ConfigError(
+            f"{len(bands)} bands but {len(mean)} means and {len(std)} stds; use the "
+            "normalisation statistics saved with the model"
+        )
+    if src.resolve() == dst.resolve():
+        raise InputError(f"{dst}: output would overwrite the input; choose another path")
+
+
 def super_resolve_raster(
     model: nn.Module,
     src: str | os.PathLike[str],
@@ -460,15 +475,7 @@ def super_resolve_raster(
         ConfigError: for statistics that do not match the bands, or a model that does not fit.
     """
     src, dst = Path(src), Path(dst)
-    if not bands:
-        raise ConfigError("no bands given; pass the band names the model was trained on")
-    if len(mean) != len(bands) or len(std) != len(bands):
-        raise ConfigError(
-            f"{len(bands)} bands but {len(mean)} means and {len(std)} stds; use the "
-            "normalisation statistics saved with the model"
-        )
-    if src.resolve() == dst.resolve():
-        raise InputError(f"{dst}: output would overwrite the input; choose another path")
+    _check_request(src, dst, bands, mean, std)
     if strip is not None:
         step = BLOCK // math.gcd(scale, BLOCK)
         strip = -(-strip // step) * step  # whole output blocks per strip
@@ -571,13 +578,7 @@ class SRJob(RasterJob):
         model_id: str = "",
     ) -> None:
         self.src, dst = Path(src), Path(dst)
-        if len(mean) != len(bands) or len(std) != len(bands):
-            raise ConfigError(
-                f"{len(bands)} bands but {len(mean)} means and {len(std)} stds; use the "
-                "normalisation statistics saved with the model"
-            )
-        if self.src.resolve() == dst.resolve():
-            raise InputError(f"{dst}: output would overwrite the input; choose another path")
+        _check_request(self.src, dst, bands, mean, std)
         info = raster_info(self.src)
         self.indices = band_indices(info, bands)
         self.height, self.width = info.height, info.width
