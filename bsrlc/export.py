@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bsrlc import __version__
+from bsrlc.checkpoints import read_checkpoint
 from bsrlc.errors import InputError
 from bsrlc.inference.loading import LoadedModel, build_from_config, load_checkpoint
 
@@ -103,7 +104,7 @@ def export_bundle(
 
     model = load_checkpoint(checkpoint)
     out_dir = Path(out_dir)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(checkpoint)
     net = model.net.eval()
     export_net: nn.Module = net
     if model.task == "classify":

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from bsrlc.checkpoints import check_checkpoint
 from bsrlc.errors import ConfigError
 from bsrlc.tracking import git_commit, register_resolvers
 
@@ -82,6 +83,16 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
     if not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path}: file not found; give an existing checkpoint")
     return str(ckpt_path)
+
+
+def safe_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
+    """:func:`resolve_ckpt_path`, then refuse a checkpoint that is unreadable or would run code.
+
+    Lightning reads the file again itself (with ``weights_only=True``); checking it here first
+    turns a refusal into bsrlc's one-line message instead of a traceback.
+    """
+    path = resolve_ckpt_path(ckpt_path, cfg)
+    return check_checkpoint(path) if path else None
 
 
 def _scalar(value: Any) -> float | int | str | None:
@@ -154,7 +165,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model <%s>", cfg.model._target_)
     model: L.LightningModule = _build(cfg.model, _recursive_=False)
     callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg) if cfg.get("train") else None
+    ckpt_path = safe_ckpt_path(cfg.ckpt_path, cfg) if cfg.get("train") else None
+    test_ckpt = None if cfg.get("train") else safe_ckpt_path(cfg.ckpt_path, cfg)
+    if cfg.get("test") and not cfg.get("train") and test_ckpt is None:
+        raise ConfigError(
+            "train=false test=true needs ckpt_path=FILE (or ckpt_path=last): nothing to test"
+        )
     _reuse_wandb_id(cfg, ckpt_path)
     loggers: list[Logger] = instantiate_list(cfg.get("logger"), "logger")
     _remember_wandb_id(cfg, loggers)
@@ -164,16 +180,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics.update(trainer.callback_metrics)
     fit_s = time.perf_counter() - t0
     if cfg.get("test"):
         ckpt_cb = trainer.checkpoint_callback
         best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb else ""
         if not cfg.get("train"):
-            best = resolve_ckpt_path(cfg.ckpt_path, cfg) or ""
+            best = test_ckpt or ""
+        elif best:
+            best = check_checkpoint(best)
         _sync_csv_headers(loggers)
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(trainer.callback_metrics)
     plain = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
     plain["time/fit_s"] = round(fit_s, 2)
@@ -332,7 +350,13 @@ def run(cfg: DictConfig) -> float | None:
         return math.nan
     finally:
         _finish_wandb()
-    return metric_value(metrics, cfg.get("optimized_metric"))
+    name = cfg.get("optimized_metric")
+    if not cfg.get("train"):
+        # a test-only run has no validation metric to optimise; its test metrics are in
+        # metrics.json and the returned dict, so nothing is demanded of it
+        if not name or name not in metrics:
+            return None
+    return metric_value(metrics, name)
 
 
 def _finish_wandb() -> None:

@@ -55,3 +55,47 @@ def compose_train(overrides: list[str], tmp_path: Path):
         del cfg.hydra
     GlobalHydra.instance().clear()
     return cfg
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, tiny_world, tiny_stms):
+    """A tiny SR checkpoint and a tiny classifier checkpoint (Sentinel-2 2019), trained once."""
+    from bsrlc.training import train
+
+    root = tmp_path_factory.mktemp("ckpts")
+    sr_cfg = compose_train(
+        [
+            "experiment=sr_demo",
+            f"data.lr_path={tiny_stms['landsat']['2019']}",
+            f"data.hr_path={tiny_stms['sentinel2']['2019']}",
+            f"data.test_region={tiny_world.root / 'regions.geojson'}",
+            "data.patch_size=16",
+            "data.batch_size=4",
+            "data.samples_per_epoch=8",
+            "data.cache_dir=null",
+            "logger=csv",
+            "trainer.max_steps=2",
+            "model.discriminator=null",
+            "model.generator.channels=8",
+            "model.generator.n_blocks=1",
+            "test=false",
+        ],
+        root / "sr",
+    )
+    train(sr_cfg)
+    cls_cfg = compose_train(
+        [
+            "experiment=classify_demo",
+            f"data.raster={tiny_stms['sentinel2']['2019']}",
+            f"data.points={tiny_world.root / 'points' / 'points_2019.gpkg'}",
+            "data.cache_dir=null",
+            "data.block_size=32",
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "model.net.channels=[8,8,8,8,8,8]",
+            "test=false",
+        ],
+        root / "cls",
+    )
+    train(cls_cfg)
+    return root / "sr" / "checkpoints" / "last.ckpt", root / "cls" / "checkpoints" / "last.ckpt"

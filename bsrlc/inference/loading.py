@@ -1,6 +1,7 @@
 """Load a trained network and what inference needs from a Lightning checkpoint, safely.
 
-Checkpoints are read with ``torch.load(weights_only=True)``: no arbitrary object is unpickled.
+Checkpoints are read by :func:`bsrlc.checkpoints.read_checkpoint` (``weights_only=True``): no
+arbitrary object is unpickled.
 The network is rebuilt from the ``_target_`` config stored in the checkpoint's hyperparameters
 (plain data), so inference needs ``bsrlc.models`` but none of the training code.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bsrlc.checkpoints import read_checkpoint
 from bsrlc.errors import InputError
 
 
@@ -78,11 +80,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: checkpoint not found; give model= an existing .ckpt or bundle")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated file or a pickle that needs arbitrary objects
-        msg = str(err).splitlines()[0][:160]
-        raise InputError(f"{path}: not a loadable bsrlc checkpoint ({msg})") from None
+    ckpt = read_checkpoint(path)
     meta = ckpt.get("bsrlc")
     if not meta:
         raise InputError(f"{path}: no bsrlc metadata; was it written by bsrlc's train.py?")
