@@ -258,8 +258,6 @@ def run(
         model = load_checkpoint(ckpt)
         map_paths[name] = {}
         for y, raster in per_period_input[name].items():
-            if y not in (latest, early) and name != "sr_10m":
-                continue
             dst = maps_dir / f"{name}_{y}.tif"
             if force or not dst.exists():
                 classify_raster(
@@ -283,8 +281,43 @@ def run(
                     }
     timings["maps_s"] = time.perf_counter() - t0
 
-    # Area-adjusted accuracy of the latest SR map on the held-out block.
+    # Wall-to-wall accuracy: every map against the truth, in the held-out block and everywhere.
     r0, c0, r1, c1 = world.test_block_10m
+    truths = {y: M.read_map(world.root / world.truth[int(y)])[0] for y in years}
+    maps_eval: dict[str, dict[str, Any]] = {}
+    for name, per_year in map_paths.items():
+        for y, path in per_year.items():
+            codes = M.read_map(path)[0]
+            held = M.wall_to_wall(codes[r0:r1, c0:c1], truths[y][r0:r1, c0:c1], legend)
+            whole = M.wall_to_wall(codes, truths[y], legend)
+            maps_eval.setdefault(y, {})[name] = {
+                "area_oa": held["area_oa"],
+                "area_ratio": held["area_ratio"],
+                "users_accuracy": held["users_accuracy"],
+                "producers_accuracy": held["producers_accuracy"],
+                "world_area_ratio": whole["area_ratio"],
+                "world_area_oa": whole["area_oa"],
+            }
+    flicker = {
+        name: M.flicker([M.read_map(per_year[y])[0] for y in years])
+        for name, per_year in map_paths.items()
+        if len(per_year) == len(years)
+    }
+    flicker["truth"] = M.flicker([truths[y] for y in years])
+    site = world.construction_site()
+    construction: dict[str, Any] = {}
+    if site is not None:
+        period, (rows, cols) = site
+        truth_site = truths[period][rows, cols]
+        mapped_site = M.read_map(map_paths["sr_10m"][period])[0][rows, cols]
+        open_code = legend.codes[legend.names.index("artificial open spaces")]
+        is_open = truth_site == open_code
+        construction = {
+            "period": period,
+            "share_artificial_open": float((mapped_site[is_open] == open_code).mean()),
+        }
+
+    # Area-adjusted accuracy of the latest SR map on the held-out block.
     sr_map, _ = M.read_map(map_paths["sr_10m"][latest])
     truth, _ = M.read_map(world.root / world.truth[int(latest)])
     area_acc = M.stratified_area_accuracy(
@@ -367,6 +400,9 @@ def run(
             }
             for period, per in classify_metrics.items()
         },
+        "maps": {y: maps_eval[y] for y in years if y in maps_eval},
+        "flicker": flicker,
+        "construction_site": construction,
         "area_adjusted": area_acc.to_dict(),
         "periods": {"latest": latest, "early": early},
     }
@@ -401,6 +437,7 @@ def _report(
         + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items())
         + ".",
         "",
+        *_maps_table(metrics, legend, years),
         "## Super-resolution (Landsat STM 30 m -> 10 m, latest period, held-out block)",
         "",
         "| method | PSNR (dB) | SSIM | SAM (deg) | ERGAS |",
@@ -465,6 +502,45 @@ def _report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[str]:
+    """The report's lead table: each whole map against the truth, by area."""
+    short = {n: n.split()[0] for n in legend.names}
+    head = " | ".join(f"{short[n]} UA / PA / ratio" for n in legend.names)
+    lines = [
+        "## Maps by area (each map against the truth, wall to wall)",
+        "",
+        "OA by area over the held-out block and the whole world; per class, in the held-out",
+        "block: user's accuracy / producer's accuracy / mapped-to-true area ratio, then the",
+        "area ratio over the whole world. This, not the point sample below, judges the map.",
+        "",
+        f"| period | input | OA block | OA world | {head} | world ratio "
+        + " / ".join(short[n] for n in legend.names)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(legend) + "---|",
+    ]
+    for y in reversed(years):
+        for name, m in metrics["maps"].get(y, {}).items():
+            cells = " | ".join(
+                f"{m['users_accuracy'][n]:.2f} / {m['producers_accuracy'][n]:.2f} / "
+                f"{m['area_ratio'][n]:.2f}"
+                for n in legend.names
+            )
+            world = " / ".join(f"{m['world_area_ratio'][n]:.2f}" for n in legend.names)
+            lines.append(
+                f"| {y} | {name} | {m['area_oa']:.3f} | {m['world_area_oa']:.3f} | {cells} | "
+                f"{world} |"
+            )
+    flick = ", ".join(f"{k} {v:.4f}" for k, v in metrics["flicker"].items())
+    lines += ["", f"Flicker (share of pixels that change and change back): {flick}."]
+    site = metrics.get("construction_site") or {}
+    if site:
+        lines.append(
+            f"Construction site ({site['period']}): {site['share_artificial_open']:.3f} of its "
+            "artificial open space mapped as such by the SR map."
+        )
+    return [*lines, ""]
 
 
 @exit_on_user_error

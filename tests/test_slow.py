@@ -33,6 +33,15 @@ def test_demo_pipeline_on_the_tiny_world(tmp_path):
     assert set(m["sr"]["model"]) == {"psnr", "ssim", "sam", "ergas"}
     assert set(m["classify"]["latest"]) == {"s2_10m", "sr_10m", "landsat_30m_nn", "pixel_sr_10m"}
     assert set(m["classify"]["early"]) == {"sr_10m", "landsat_30m_nn", "pixel_sr_10m"}
+    assert set(m["maps"]) == {"2001", "2007", "2013", "2019"}
+    assert set(m["maps"]["2019"]) == {"s2_10m", "sr_10m", "landsat_30m_nn", "pixel_sr_10m"}
+    one = m["maps"]["2019"]["sr_10m"]
+    assert {"area_oa", "area_ratio", "users_accuracy", "producers_accuracy"} <= set(one)
+    assert set(one["world_area_ratio"]) == set(one["area_ratio"]) and 0 <= one["area_oa"] <= 1
+    assert {"sr_10m", "truth"} <= set(m["flicker"])
+    assert m["construction_site"]["period"] == "2013"
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert report.index("## Maps by area") < report.index("## Classification")
     for name in ("report.md", "change.gif", "figures/maps_vs_truth.png", "maps/sr_10m_2019.tif"):
         assert (tmp_path / "o" / name).exists(), name
 

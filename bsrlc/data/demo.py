@@ -206,6 +206,20 @@ class DemoWorld:
             raw[key] = tuple(raw[key])
         return cls(**raw)
 
+    def construction_site(self) -> tuple[str, tuple[slice, slice]] | None:
+        """The airport's construction site: the period it is under construction, and its pixels.
+
+        Returns:
+            (period label, (rows, cols) of the 10 m grid), or None when no period falls between
+            the start of construction and the finished airport.
+        """
+        first, last = self.spec.periods[0], self.spec.periods[-1]
+        start = first + round(0.6 * max(last - first, 1))
+        during = [p for p in self.spec.periods if start <= p < last]
+        if not during:
+            return None
+        return str(during[0]), _box(self.spec.size, AIRPORT_BOX)
+
     def to_json(self) -> str:
         """Serialise, with paths relative to the world's folder.
 
@@ -242,6 +256,9 @@ def _line_mask(
     norm = math.hypot(dr, dc)
     dist = np.abs((rr - r0) * dc - (cc - c0) * dr) / norm
     return dist < width / 2
+
+
+AIRPORT_BOX = (0.74, 0.42, 0.94, 0.95)  # the airport: a construction site first, then built
 
 
 def _box(n: int, box: tuple[float, float, float, float]) -> tuple[slice, slice]:
@@ -384,8 +401,8 @@ def landscape(spec: DemoSpec) -> dict[int, np.ndarray]:
         (p_first, lambda c, g: _houses(g, c, _box(n, (0.43, 0.55, 0.56, 0.62)), 0.8)),
         (at(0.3), lambda c, g: _houses(g, c, _box(n, (0.30, 0.62, 0.56, 0.80)), 0.9)),
         (at(0.6), lambda c, g: _industry(g, c, _box(n, (0.04, 0.56, 0.19, 0.82)))),
-        (at(0.6), lambda c, g: _airport(c, _box(n, (0.74, 0.42, 0.94, 0.95)), built=False)),
-        (p_last, lambda c, g: _airport(c, _box(n, (0.74, 0.42, 0.94, 0.95)), built=True)),
+        (at(0.6), lambda c, g: _airport(c, _box(n, AIRPORT_BOX), built=False)),
+        (p_last, lambda c, g: _airport(c, _box(n, AIRPORT_BOX), built=True)),
         (at(0.9), lambda c, g: _houses(g, c, _box(n, (0.60, 0.12, 0.70, 0.38)), 0.9)),
     ]
     lines = [

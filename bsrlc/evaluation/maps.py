@@ -243,3 +243,76 @@ def maps_figure(
 
     iio.imwrite(path, figure_to_array(fig))
     return path
+
+
+def wall_to_wall(map_codes: np.ndarray, truth_codes: np.ndarray, legend: Legend) -> dict[str, Any]:
+    """Compare a whole map with a reference map pixel by pixel: accuracy by area.
+
+    Every pixel where both are valid counts, so the scores are area proportions (OA by area,
+    user's and producer's accuracy of the area mapped / truly covered by each class), not the
+    scores of a balanced point sample.
+
+    Args:
+        map_codes: the map's class codes (0 = nodata).
+        truth_codes: the reference codes on the same grid (0 = nodata).
+        legend: the legend.
+
+    Returns:
+        ``area_oa``, and per class name ``area_ratio`` (mapped / true area; NaN when the class
+        is absent from the truth), ``users_accuracy`` and ``producers_accuracy`` (NaN when
+        undefined), plus ``mapped_px`` / ``true_px``.
+
+    Raises:
+        ValueError: if the arrays differ in shape.
+    """
+    if map_codes.shape != truth_codes.shape:
+        raise ValueError(f"map {map_codes.shape} and truth {truth_codes.shape} differ in shape")
+    k = len(legend)
+    pred = legend.index_of(map_codes.ravel())
+    true = legend.index_of(truth_codes.ravel())
+    ok = (pred >= 0) & (true >= 0)
+    cm = np.bincount(true[ok] * k + pred[ok], minlength=k * k).reshape(k, k).astype(np.float64)
+    mapped, truth = cm.sum(0), cm.sum(1)
+    diag = np.diag(cm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio, users, producers = mapped / truth, diag / mapped, diag / truth
+    ratio[truth == 0] = np.nan  # mapped area of a class the truth lacks has no ratio
+
+    def per_class(values: np.ndarray) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(legend.names, values, strict=True)}
+
+    return {
+        "area_oa": float(diag.sum() / max(cm.sum(), 1.0)),
+        "area_ratio": per_class(ratio),
+        "users_accuracy": per_class(users),
+        "producers_accuracy": per_class(producers),
+        "mapped_px": per_class(mapped),
+        "true_px": per_class(truth),
+    }
+
+
+def flicker(maps: Sequence[np.ndarray]) -> float:
+    """Share of pixels whose class changes and later changes back over an ordered series.
+
+    A pixel flickers when some period's class differs from an earlier one and a later period
+    returns to that earlier class (A -> B -> A), the pattern real land change rarely shows.
+    Pixels that are nodata in any period are left out.
+
+    Args:
+        maps: class maps of the periods in time order, all on one grid.
+
+    Returns:
+        The flickering share of valid pixels (0 for fewer than three periods).
+    """
+    stack = np.stack([np.asarray(m) for m in maps])
+    valid = (stack != 0).all(0)
+    if stack.shape[0] < 3 or not valid.any():
+        return 0.0
+    flick = np.zeros(stack.shape[1:], bool)
+    t = stack.shape[0]
+    for i in range(t):
+        for j in range(i + 1, t):
+            moved = stack[j] != stack[i]
+            for k in range(j + 1, t):
+                flick |= moved & (stack[k] == stack[i])
+    return float((flick & valid).sum() / valid.sum())
