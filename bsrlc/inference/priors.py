@@ -1,0 +1,68 @@
+"""Class-prior correction of probability maps (Saerens, Latinne & Decaestecker 2002).
+
+A classifier trained on a balanced point sample (or with a class-weighted loss) learns the
+priors of that sample, not those of the landscape, so rare classes are over-mapped. Given the
+priors the classifier was trained under, the posteriors are re-weighted to other priors:
+``p'(c|x) ∝ p(c|x) * prior_new(c) / prior_train(c)``. The new priors are given by the user or
+estimated from the map itself by expectation-maximisation: the mean re-weighted posterior over
+the map's pixels is the next prior estimate, iterated to a fixed point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def reweight(
+    proba: np.ndarray, train_priors: Sequence[float], priors: Sequence[float]
+) -> np.ndarray:
+    """Posteriors under other class priors.
+
+    Args:
+        proba: (..., K) class probabilities under ``train_priors``.
+        train_priors: (K,) priors the classifier was trained under.
+        priors: (K,) target priors.
+
+    Returns:
+        (..., K) re-weighted probabilities, rows summing to 1.
+    """
+    w = np.asarray(priors, np.float64) / np.maximum(np.asarray(train_priors, np.float64), 1e-12)
+    out = np.asarray(proba, np.float64) * w
+    return out / np.maximum(out.sum(-1, keepdims=True), 1e-12)
+
+
+def em_priors(
+    proba: np.ndarray,
+    train_priors: Sequence[float],
+    max_iter: int = 200,
+    tol: float = 1e-6,
+) -> np.ndarray:
+    """Estimate the class priors of the mapped area from its posteriors (Saerens et al. 2002).
+
+    Args:
+        proba: (N, K) class probabilities of the map's pixels (a random subsample suffices).
+        train_priors: (K,) priors the classifier was trained under.
+        max_iter: iteration limit.
+        tol: stop when no prior moves by more than this.
+
+    Returns:
+        (K,) estimated priors, summing to 1.
+
+    Raises:
+        ValueError: for an empty or misshaped probability array.
+    """
+    p = np.asarray(proba, np.float64)
+    train = np.asarray(train_priors, np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] != train.size:
+        raise ValueError(f"proba must be (N, {train.size}) with N > 0, got {p.shape}")
+    train = train / train.sum()
+    priors = train.copy()
+    for _ in range(max_iter):
+        new = reweight(p, train, priors).mean(0)
+        done = np.abs(new - priors).max() < tol
+        priors = new
+        if done:
+            break
+    return priors
