@@ -412,10 +412,16 @@ def draw_sample(
         geometry=gpd.points_from_xy(xs, ys),
         crs=crs.to_wkt(),
     )
-    with atomic_path(out) as tmp:
-        gdf.to_file(tmp, driver="GPKG", layer="sample")
+    out = Path(out)
+    with atomic_path(out) as partial:
+        tmp = partial.with_name(partial.name + ".gpkg")  # GDAL wants the extension
+        try:
+            gdf.to_file(tmp, driver="GPKG", layer="sample")
+            os.replace(tmp, partial)
+        finally:
+            tmp.unlink(missing_ok=True)
     log.info("%s: %d points (seed %d, %s)", out, len(gdf), seed, allocation)
-    return Path(out)
+    return out
 
 
 # -- estimate ----------------------------------------------------------------------------------
