@@ -11,7 +11,12 @@ import rasterio
 
 from bsrlc.data.legend import Legend
 from bsrlc.data.points import points_to_pixels, read_points
-from bsrlc.evaluation.accuracy import AreaAccuracy, area_adjusted_accuracy, classification_metrics
+from bsrlc.evaluation.accuracy import (
+    AreaAccuracy,
+    area_adjusted_accuracy,
+    classification_metrics,
+    confusion_matrix,
+)
 from bsrlc.evaluation.figures import figure_to_array, plt
 
 
@@ -55,8 +60,6 @@ def evaluate_at_points(
     y_true = legend.index_of(pts["class"].to_numpy()[ok])
     y_pred = legend.index_of(pred[ok])
     out: dict[str, Any] = classification_metrics(y_true, y_pred, len(legend))
-    from bsrlc.evaluation.accuracy import confusion_matrix
-
     out["n"] = int(ok.sum())
     out["confusion"] = confusion_matrix(y_true, y_pred, len(legend)).tolist()
     return out
@@ -271,7 +274,7 @@ def wall_to_wall(map_codes: np.ndarray, truth_codes: np.ndarray, legend: Legend)
     pred = legend.index_of(map_codes.ravel())
     true = legend.index_of(truth_codes.ravel())
     ok = (pred >= 0) & (true >= 0)
-    cm = np.bincount(true[ok] * k + pred[ok], minlength=k * k).reshape(k, k).astype(np.float64)
+    cm = confusion_matrix(true[ok], pred[ok], k).astype(np.float64)
     mapped, truth = cm.sum(0), cm.sum(1)
     diag = np.diag(cm)
     with np.errstate(divide="ignore", invalid="ignore"):
