@@ -17,6 +17,7 @@ inference) or from ``legend=`` (a preset name or a YAML file).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -35,9 +36,9 @@ import pandas as pd
 from pyproj import CRS
 
 from bsrlc.data.legend import Legend
-from bsrlc.data.points import points_to_pixels, read_points
+from bsrlc.data.points import CLASS, _read_csv, points_to_pixels
 from bsrlc.errors import ConfigError, InputError, exit_on_user_error
-from bsrlc.evaluation.accuracy import AreaAccuracy, assess_map, count_classes
+from bsrlc.evaluation.accuracy import AreaAccuracy, area_adjusted_accuracy, count_classes
 from bsrlc.raster import atomic_path, block_windows, open_raster
 
 log = logging.getLogger("bsrlc.assess")
@@ -424,7 +425,334 @@ def draw_sample(
     return out
 
 
+# -- reference points --------------------------------------------------------------------------
+
+SHOWN = 20
+"""How many point ids a log line lists before "and N more"."""
+
+
+def _listed(ids: Sequence[Any]) -> str:
+    """``ids`` as "a, b, c" with at most :data:`SHOWN` of them, then "and N more"."""
+    text = ", ".join(str(v) for v in ids[:SHOWN])
+    return text + (f" and {len(ids) - SHOWN} more" if len(ids) > SHOWN else "")
+
+
+def _point_ids(points: pd.DataFrame) -> np.ndarray:
+    """The points' ``sample_id`` values, else their row numbers (1-based)."""
+    if "sample_id" in points.columns:
+        return points["sample_id"].to_numpy()
+    return np.arange(1, len(points) + 1)
+
+
+def _read_table(path: Path) -> gpd.GeoDataFrame:
+    """Points of a vector file or a CSV with ``x``, ``y`` and ``crs`` columns, any CRS."""
+    if path.suffix.lower() == ".csv":
+        try:
+            columns = pd.read_csv(path, nrows=0).columns.tolist()
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise InputError(
+                f"{path}: not a readable CSV ({type(err).__name__}); fix or re-export it"
+            ) from None
+        missing = [c for c in ("x", "y", "crs") if c not in columns]
+        if missing:
+            raise InputError(
+                f"{path}: a CSV reference needs x, y and crs columns, missing {missing} "
+                f"(columns: {', '.join(map(str, columns))}); add them or save it as GeoPackage"
+            )
+        return _read_csv(path, None, "x", "y", "crs")
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as err:  # pyogrio raises DataSourceError, DataLayerError, ValueError...
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path}: not a readable vector file ({msg}); re-export it") from None
+    if gdf.crs is None:
+        raise InputError(
+            f"{path}: the points have no CRS; save them with one (ogr2ogr -a_srs EPSG:... or "
+            "in QGIS) before estimating"
+        )
+    empty = (gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy()
+    if empty.any():
+        log.warning(
+            "%s: %d of %d points have no geometry and are not used: %s",
+            path,
+            int(empty.sum()),
+            len(gdf),
+            _listed(_point_ids(gdf)[empty].tolist()),
+        )
+        gdf = gdf[~empty]
+    kinds = set(gdf.geom_type)
+    if kinds - {"Point"}:
+        raise InputError(
+            f"{path}: expected point geometries, found {sorted(kinds)}; convert them to points "
+            "(e.g. centroids) first"
+        )
+    return gdf
+
+
+def _label_codes(labels: pd.Series, legend: Legend, path: Path, class_column: str) -> np.ndarray:
+    """Legend codes of reference labels that are codes or names (case and spaces ignored)."""
+    by_name = {c.name.lower(): c.code for c in legend.classes}
+    known = set(legend.codes)
+    codes = np.zeros(len(labels), np.int64)
+    unknown: dict[str, int] = {}
+    for i, value in enumerate(labels.tolist()):
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if number.is_integer() and int(number) in known:
+            codes[i] = int(number)
+        elif text.lower() in by_name:
+            codes[i] = by_name[text.lower()]
+        else:
+            unknown[text] = unknown.get(text, 0) + 1
+    if unknown:
+        listed = ", ".join(k if n == 1 else f"{k} ({n} points)" for k, n in sorted(unknown.items()))
+        classes = ", ".join(f"{c.code}={c.name}" for c in legend.classes)
+        raise InputError(
+            f"{path}: {class_column!r} holds class(es) {listed} that the map's legend "
+            f"'{legend.name}' lacks (classes: {classes}); relabel them with these codes or names, "
+            "or pass legend= the legend they use"
+        )
+    return codes
+
+
+def read_reference(
+    path: str | os.PathLike[str], legend: Legend, class_column: str = "reference"
+) -> gpd.GeoDataFrame:
+    """Read labelled reference points; unlabelled points are counted, listed and skipped.
+
+    Args:
+        path: a vector file (GeoPackage, GeoJSON, Shapefile...) or a CSV with ``x``, ``y`` and
+            ``crs`` columns.
+        legend: the map's legend; labels are its codes or names (case ignored).
+        class_column: the column of reference labels.
+
+    Returns:
+        The labelled points in their own CRS, with an int64 ``class`` column of legend codes
+        and ``attrs["source"]`` set to the file.
+
+    Raises:
+        InputError: for a missing or unreadable file, no CRS, non-point geometries, a missing
+            class column (listing the columns), labels the legend lacks (listing them), or no
+            labelled point at all.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: reference points not found; check reference=")
+    gdf = _read_table(path)
+    if not len(gdf):
+        raise InputError(f"{path}: no points in the file; label a sample from bsrlc.assess sample")
+    if class_column not in gdf.columns:
+        columns = [str(c) for c in gdf.columns if c != gdf.geometry.name]
+        raise InputError(
+            f"{path}: no column {class_column!r} (columns: {', '.join(columns)}); "
+            "pass class_column=NAME"
+        )
+    text = gdf[class_column].astype("string").str.strip()
+    blank = (text.fillna("") == "").to_numpy(bool)
+    if blank.all():
+        raise InputError(
+            f"{path}: none of the {len(gdf)} points has a label in {class_column!r}; label them "
+            "(legend codes or names) or pass class_column=NAME"
+        )
+    if blank.any():
+        log.warning(
+            "%s: %d of %d points have no label in %r and are not used: %s",
+            path,
+            int(blank.sum()),
+            len(gdf),
+            class_column,
+            _listed(_point_ids(gdf)[blank].tolist()),
+        )
+        gdf = gdf[~blank]
+    gdf = gdf.copy()
+    gdf[CLASS] = _label_codes(gdf[class_column], legend, path, class_column)
+    gdf.attrs["source"] = str(path)
+    return gdf
+
+
 # -- estimate ----------------------------------------------------------------------------------
+
+
+class _DropAllNamesWarning(logging.Filter):
+    """Drops area_adjusted_accuracy's single-sample warning, which names every class."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("classes with a single sample")
+
+
+def stratified_estimate(
+    map_codes: np.ndarray | Sequence[int],
+    reference_codes: np.ndarray | Sequence[int],
+    mapped_pixels: np.ndarray | Sequence[float],
+    legend: Legend,
+    pixel_area: float,
+    source: str = "reference sample",
+) -> AreaAccuracy:
+    """Olofsson et al. (2014) estimates from a stratified sample of (map, reference) codes.
+
+    Args:
+        map_codes: the map class code of each sample (its stratum).
+        reference_codes: the reference class code of each sample.
+        mapped_pixels: (K,) map pixels of each legend class (the strata sizes), legend order.
+        legend: the legend of map and reference.
+        pixel_area: area of one pixel in ha.
+        source: the sample's origin, for messages.
+
+    Returns:
+        The estimates (areas in ha). Strata with a single sample have no variance estimate:
+        their user's accuracy interval is NaN, and so are the intervals of OA, of the areas
+        and of producer's accuracies, which sum over all strata (a warning names them).
+
+    Raises:
+        InputError: for codes the legend lacks or a mapped class without samples.
+    """
+    map_codes = np.asarray(map_codes, np.int64)
+    reference_codes = np.asarray(reference_codes, np.int64)
+    legend.validate(map_codes, f"{source} (map classes)")
+    legend.validate(reference_codes, source)
+    k = len(legend)
+    confusion = np.bincount(
+        legend.index_of(map_codes) * k + legend.index_of(reference_codes), minlength=k * k
+    ).reshape(k, k)
+    mapped = np.asarray(mapped_pixels, np.float64)
+    n_i = confusion.sum(1)
+    unsampled = [legend.names[i] for i in range(k) if mapped[i] > 0 and n_i[i] == 0]
+    if unsampled:
+        raise InputError(
+            f"{source}: no sample falls on map class(es) {unsampled}; the stratified estimators "
+            "need samples in every mapped class (draw them with bsrlc.assess sample)"
+        )
+    single = [legend.names[i] for i in range(k) if n_i[i] == 1]
+    if single:
+        log.warning(
+            "%s: map class(es) %s have fewer than two samples, so no variance estimate: their "
+            "user's accuracy interval is unknown, and so are those of OA, areas and producer's "
+            "accuracies; label at least two samples per class",
+            source,
+            single,
+        )
+    accuracy_log = logging.getLogger(area_adjusted_accuracy.__module__)
+    drop = _DropAllNamesWarning()
+    accuracy_log.addFilter(drop)
+    try:
+        return area_adjusted_accuracy(confusion, mapped, pixel_area, legend.names, "ha")
+    finally:
+        accuracy_log.removeFilter(drop)
+
+
+def _values_at(path: str | os.PathLike[str], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Band-1 values at pixels (inside the raster), reading only the blocks that hold any."""
+    out = np.zeros(len(rows), np.int64)
+    with open_raster(path) as src:
+        for win in block_windows(src.width, src.height, BLOCK):
+            r0, c0 = int(win.row_off), int(win.col_off)
+            sel = (rows >= r0) & (rows < r0 + win.height) & (cols >= c0) & (cols < c0 + win.width)
+            if sel.any():
+                out[sel] = src.read(1, window=win)[rows[sel] - r0, cols[sel] - c0]
+    return out
+
+
+def estimate(
+    class_map: str | os.PathLike[str],
+    reference: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    class_column: str = "reference",
+    legend: Any = None,
+) -> AreaAccuracy:
+    """Estimate accuracy and areas from labelled samples; write JSON, CSV and PNG.
+
+    Writes ``out_dir/assessment.json``, ``out_dir/error_matrix.csv`` (area proportions, map
+    rows, reference columns) and ``out_dir/areas.png``, all or none. Unlabelled points and
+    points outside the map or on its nodata are counted, listed in the log and not used.
+
+    Args:
+        class_map: the class map (strata).
+        reference: labelled points (see :func:`read_reference`); reprojected to the map's CRS.
+        out_dir: the output folder.
+        class_column: the column of reference classes (legend codes or names).
+        legend: overrides the map's legend tags.
+
+    Returns:
+        The estimates.
+
+    Raises:
+        InputError: for unreadable points, unknown reference classes, a map without CRS or
+            in degrees, no usable point, or an unsampled mapped class.
+    """
+    lg = map_legend(class_map, legend)
+    with open_raster(class_map) as src:
+        transform, crs, h, w, nodata = src.transform, src.crs, src.height, src.width, src.nodata
+    if crs is None:
+        raise InputError(f"{class_map}: raster has no CRS; assign one first (gdal_edit -a_srs)")
+    if crs.is_geographic:
+        raise InputError(
+            f"{class_map}: map is in degrees; reproject it to an equal-area CRS (e.g. EPSG:3035) "
+            "to estimate areas"
+        )
+    nd = int(nodata) if nodata is not None else lg.nodata
+    points = read_reference(reference, lg, class_column)
+    target = CRS.from_user_input(crs.to_wkt())
+    source_crs = CRS.from_user_input(points.crs)
+    if not source_crs.equals(target, ignore_axis_order=True):
+        log.info(
+            "%s: points in %s reprojected to the map's CRS (%s)",
+            reference,
+            source_crs.name,
+            target.name,
+        )
+        points = points.to_crs(target)
+    rows, cols = points_to_pixels(
+        points.geometry.x.to_numpy(), points.geometry.y.to_numpy(), transform
+    )
+    ids = _point_ids(points)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    if not inside.any():
+        raise InputError(
+            f"{reference}: all {len(points)} points lie outside {class_map}; check their CRS "
+            "and the map's extent"
+        )
+    if (~inside).any():
+        log.warning(
+            "%s: %d of %d points lie outside %s and are not used: %s",
+            reference,
+            int((~inside).sum()),
+            len(points),
+            class_map,
+            _listed(ids[~inside].tolist()),
+        )
+    map_codes = np.full(len(points), nd, np.int64)
+    map_codes[inside] = _values_at(class_map, rows[inside], cols[inside])
+    on_nodata = inside & (map_codes == nd)
+    if on_nodata.any():
+        log.warning(
+            "%s: %d of %d points lie on nodata pixels of %s and are not used: %s",
+            reference,
+            int(on_nodata.sum()),
+            len(points),
+            class_map,
+            _listed(ids[on_nodata].tolist()),
+        )
+    used = inside & ~on_nodata
+    if not used.any():
+        raise InputError(
+            f"{reference}: no point lies on a classified pixel of {class_map}; check the "
+            "points' CRS and the map's nodata"
+        )
+    mapped = count_classes(class_map, lg, nd)
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d) / 10_000.0  # ha
+    reference_codes = points[CLASS].to_numpy(np.int64)
+    acc = stratified_estimate(
+        map_codes[used], reference_codes[used], mapped, lg, pixel_area, str(reference)
+    )
+    _write_outputs(acc, Path(out_dir))
+    log.info("%s: %d points used, OA %.3f", out_dir, int(used.sum()), acc.overall)
+    return acc
+
+
+# -- outputs -----------------------------------------------------------------------------------
 
 
 def _ci(estimate: float, half: float) -> dict[str, float | None]:
@@ -482,78 +810,6 @@ def area_figure(acc: AreaAccuracy, path: str | os.PathLike[str]) -> None:
     plt.close(fig)
 
 
-def estimate(
-    class_map: str | os.PathLike[str],
-    reference: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    class_column: str = "reference",
-    legend: Any = None,
-) -> AreaAccuracy:
-    """Estimate accuracy and areas from labelled samples; write JSON, CSV and PNG.
-
-    Writes ``out_dir/assessment.json``, ``out_dir/error_matrix.csv`` (area proportions, map
-    rows, reference columns) and ``out_dir/areas.png``, all or none.
-
-    Args:
-        class_map: the class map (strata).
-        reference: labelled points (any vector format); reprojected to the map's CRS.
-        out_dir: the output folder.
-        class_column: the column of reference classes (legend codes or names).
-        legend: overrides the map's legend tags.
-
-    Returns:
-        The estimates.
-
-    Raises:
-        InputError: for unknown reference classes, no point on the map, or an unsampled
-            mapped class.
-    """
-    lg = map_legend(class_map, legend)
-    points = read_points(reference, class_column=class_column, legend=lg)
-    with open_raster(class_map) as src:
-        transform, crs, h, w = src.transform, src.crs, src.height, src.width
-    if crs is not None:
-        target = CRS.from_user_input(crs.to_wkt())
-        if CRS.from_user_input(points.crs) != target:
-            log.info("%s: reprojecting points to the map's CRS", reference)
-            points = points.to_crs(target)
-    rows, cols = points_to_pixels(
-        points.geometry.x.to_numpy(), points.geometry.y.to_numpy(), transform
-    )
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    if (~inside).any():
-        ids = points["sample_id"] if "sample_id" in points.columns else pd.Series(points.index)
-        listed = ids.to_numpy()[~inside].tolist()
-        more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
-        log.warning(
-            "%s: %d of %d points lie outside %s and are not used: %s%s",
-            reference,
-            len(listed),
-            len(points),
-            class_map,
-            ", ".join(str(v) for v in listed[:20]),
-            more,
-        )
-        if not inside.any():
-            raise InputError(
-                f"{reference}: all {len(points)} points lie outside {class_map}; check their "
-                "CRS and the map's extent"
-            )
-        points = points[inside]
-    points.attrs["source"] = str(reference)
-    acc = assess_map(class_map, points, lg, source=str(reference))
-    few = [acc.class_names[i] for i in range(len(lg)) if 0 < acc.counts[i].sum() < 2]
-    if few:
-        log.warning(
-            "%s: map class(es) %s have fewer than two samples; their intervals (and those of OA "
-            "and areas) are unknown",
-            reference,
-            few,
-        )
-    _write_outputs(acc, Path(out_dir))
-    return acc
-
-
 def _write_outputs(acc: AreaAccuracy, out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -594,6 +850,15 @@ _KEYS = {
 }  # fmt: skip
 
 
+HELP = ("-h", "--help", "help")
+"""Arguments that print the usage (as does no argument at all)."""
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def parse_args(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
     """Parse ``COMMAND key=value ...``.
 
@@ -607,15 +872,19 @@ def parse_args(argv: Sequence[str]) -> tuple[str, dict[str, str]]:
         ConfigError: for an unknown command or key, or a missing required key.
     """
     if not argv or argv[0] not in _KEYS:
-        got = argv[0] if argv else "nothing"
-        raise ConfigError(f"command {got!r}: use one of design, sample, estimate (see --help)")
+        got = argv[0] if argv else ""
+        raise ConfigError(
+            f"unknown command {got!r}{_did_you_mean(got, list(_KEYS))}; use one of "
+            f"{', '.join(_KEYS)} (python -m bsrlc.assess --help)"
+        )
     command, spec = argv[0], _KEYS[argv[0]]
     values = dict(spec)
     for arg in argv[1:]:
         key, sep, value = arg.partition("=")
         if not sep or key not in spec:
             raise ConfigError(
-                f"{command}: unknown argument {arg!r}; use key=value with keys {', '.join(spec)}"
+                f"{command}: unknown argument {arg!r}{_did_you_mean(key, list(spec))}; use "
+                f"key=value with keys {', '.join(spec)}"
             )
         values[key] = value
     missing = [k for k, v in values.items() if v is None or (spec[k] is None and v == "")]
@@ -633,13 +902,13 @@ def _number(values: Mapping[str, str], key: str, kind: type) -> Any:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run one of the commands.
+    """Run one of the commands; no argument, ``help``, ``-h`` or ``--help`` print the usage.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in HELP or (argv[0] in _KEYS and any(a in HELP for a in argv[1:])):
         print(USAGE)
         return
     command, v = parse_args(argv)

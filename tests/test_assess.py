@@ -17,18 +17,28 @@ import rasterio
 from affine import Affine
 
 from bsrlc.assess import (
+    assessment_dict,
     main,
     make_design,
     olofsson_allocation,
     olofsson_total,
+    stratified_estimate,
     stratified_pixels,
 )
+from bsrlc.data.legend import Legend
 from bsrlc.data.points import points_to_pixels
+from bsrlc.errors import InputError
 from bsrlc.evaluation.accuracy import area_adjusted_accuracy
 
 TRANSFORM = Affine(10.0, 0, 4_000_000.0, 0, -10.0, 3_000_000.0)
 NAMES = {1: "built", 2: "water", 3: "other"}
 ROOT = Path(__file__).resolve().parent.parent
+LEGEND = Legend.from_config(
+    {
+        "name": "test",
+        "classes": [{"code": c, "name": n, "colour": "#888888"} for c, n in NAMES.items()],
+    }
+)
 
 
 def write_map(path: Path, codes: np.ndarray, tags: bool = True) -> Path:
@@ -198,6 +208,7 @@ def test_single_sample_stratum_and_outside_points(world, tmp_path, caplog):
         for r, c in zip(rows[:n], cols[:n], strict=True):
             pts.append((*(t * (c + 0.5, r + 0.5)), int(world["truth"][r, c])))
     pts.append((1_000.0, 1_000.0, 3))  # far outside
+    pts.append((*(t * (0.5, 0.5)), 3))  # on the nodata pixel (0, 0)
     xs, ys, ref = zip(*pts, strict=True)
     gdf = gpd.GeoDataFrame(
         {"sample_id": range(1, len(pts) + 1), "reference": ref},
@@ -208,12 +219,46 @@ def test_single_sample_stratum_and_outside_points(world, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         main(["estimate", f"map={m}", f"reference={tmp_path / 'ref.gpkg'}",
               f"out_dir={tmp_path / 'out'}"])  # fmt: skip
-    text = caplog.text
-    assert "1 of 12 points lie outside" in text and ": 12" in text  # counted and listed
-    assert "fewer than two samples" in text
+    lines = caplog.text.splitlines()
+    assert any("1 of 13 points lie outside" in x and x.endswith(": 12") for x in lines), lines
+    assert any("1 of 13 points lie on nodata" in x and x.endswith(": 13") for x in lines), lines
+    few = [x for x in lines if "fewer than two samples" in x]
+    assert len(few) == 1 and "['built']" in few[0]  # only the single-sample stratum is named
+    assert "water" not in few[0] and "other" not in few[0]
+    assert not any("single sample" in x for x in lines)  # not the estimator's all-names line
     report = json.loads((tmp_path / "out" / "assessment.json").read_text())
-    assert report["classes"]["built"]["users_accuracy"]["ci95"] is None  # unknown, not 0
+    built = report["classes"]["built"]
+    assert built["users_accuracy"]["ci95"] is None  # unknown, not 0
+    assert built["users_accuracy"]["estimate"] is not None
+    assert report["classes"]["water"]["users_accuracy"]["ci95"] is not None  # 5 samples: known
     assert report["oa"]["ci95"] is None
+    assert all(c["area_ha"]["ci95"] is None for c in report["classes"].values())
+
+
+def test_single_sample_interval_is_unknown_not_zero(caplog):
+    """One sample in a stratum: NaN intervals (the variance needs n_i - 1 > 0), never 0."""
+    lg = LEGEND
+    map_codes = [1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]
+    ref_codes = [1, 2, 2, 2, 2, 3, 3, 3, 3, 1, 3]
+    with caplog.at_level(logging.WARNING):
+        acc = stratified_estimate(map_codes, ref_codes, [100, 400, 2000], lg, 0.01, "s.gpkg")
+    assert [r.getMessage() for r in caplog.records if "fewer than two" in r.getMessage()] == [
+        "s.gpkg: map class(es) ['built'] have fewer than two samples, so no variance estimate: "
+        "their user's accuracy interval is unknown, and so are those of OA, areas and producer's "
+        "accuracies; label at least two samples per class"
+    ]
+    assert len(caplog.records) == 1
+    assert acc.users[0] == 1.0 and np.isnan(acc.users_ci[0])
+    assert np.isfinite(acc.users_ci[1:]).all()
+    assert np.isnan(acc.area_ci).all() and np.isnan(acc.overall_ci)
+    doc = assessment_dict(acc)
+    assert doc["classes"]["built"]["users_accuracy"] == {"estimate": 1.0, "ci95": None}
+    with caplog.at_level(logging.WARNING):
+        caplog.clear()
+        acc = stratified_estimate([*map_codes, 1], [*ref_codes, 1], [100, 400, 2000], lg, 0.01)
+    assert not caplog.records and np.isfinite(acc.area_ci).all()
+    with pytest.raises(InputError, match=r"no sample falls on map class\(es\) \['built'\]"):
+        stratified_estimate(map_codes[1:], ref_codes[1:], [100, 400, 2000], lg, 0.01)
 
 
 def test_design_warns_about_empty_class(tmp_path, caplog):
