@@ -6,12 +6,19 @@ problem a user can fix raises :class:`~bsrlc.errors.InputError` with the file in
 a missing file, a missing class column (listing the columns), classes the legend lacks (listing
 them), no CRS, non-point geometries, or points that all lie outside the raster. Points partly
 outside a raster are dropped and their number logged.
+
+A legend reduced by ``drop``/``merge`` (:meth:`~bsrlc.data.legend.Legend.with_options`) is
+applied while reading: class names map to codes through the full legend, points of dropped
+classes are left out and merged ones relabelled before the classes are checked, each count is
+logged, and the totals go to ``points.attrs["legend_counts"]``. :func:`warn_rare_classes` names
+classes with too few training points.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 from rasterio.transform import rowcol
 
-from bsrlc.data.legend import Legend
+from bsrlc.data.legend import Legend, RemapCounts
 from bsrlc.errors import InputError
 from bsrlc.raster import RasterInfo
 
@@ -32,6 +39,9 @@ log = logging.getLogger(__name__)
 
 CLASS = "class"
 """The column :func:`read_points` puts the integer class codes in."""
+
+LEGEND_COUNTS = "legend_counts"
+"""The ``attrs`` key where :func:`read_points` leaves its drop/merge totals."""
 
 
 def _crs(value: Any, path: Path, what: str) -> CRS:
@@ -114,6 +124,8 @@ def _read_vector(path: Path, crs: Any, layer: str | int | None) -> gpd.GeoDataFr
 def _class_codes(
     values: pd.Series, path: Path, class_column: str, legend: Legend | None
 ) -> np.ndarray:
+    if legend is not None:
+        legend = legend.original  # names and codes as in the points, before drop/merge
     missing = int(values.isna().sum())
     if missing:
         raise InputError(f"{path}: {missing} point(s) have no {class_column!r}; fill or drop them")
@@ -158,17 +170,22 @@ def read_points(
         y_column: a CSV's y column.
         layer: the layer of a multi-layer file (default: the first).
         crs_column: a CSV column with each row's CRS (used when ``crs`` is None).
-        legend: if given, class names are mapped to codes and unknown classes raise.
+        legend: if given, class names are mapped to codes and unknown classes raise; a legend
+            with ``drop``/``merge`` options maps names and checks classes by its full legend,
+            then leaves out points of dropped classes and relabels merged ones (logged per
+            class, see :func:`apply_legend_options`).
         split_column: a column that must exist (e.g. ``split`` with train/test).
         target_crs: reproject to this CRS (e.g. the raster's).
 
     Returns:
-        Points (one per row, original columns kept) with an int64 ``class`` column of codes,
-        and ``attrs["source"]`` set to the file.
+        Points (one per row, original columns kept, dropped classes left out) with an int64
+        ``class`` column of codes, ``attrs["source"]`` set to the file and
+        ``attrs["legend_counts"]`` to ``{"dropped_by_legend": n, "merged_by_legend": m}``.
 
     Raises:
         InputError: for a missing or unreadable file, a missing class/split/coordinate column
-            (listing the columns), missing or unknown classes, no CRS, or non-point geometries.
+            (listing the columns), missing or unknown classes, no CRS, non-point geometries,
+            or when every point belongs to a dropped class.
     """
     path = Path(path)
     if not path.exists():
@@ -188,10 +205,117 @@ def read_points(
             )
     gdf = gdf.copy()
     gdf[CLASS] = _class_codes(gdf[class_column], path, class_column, legend)
+    counts = RemapCounts()
+    if legend is not None and legend.options is not None:
+        codes, keep, counts = apply_legend_options(gdf[CLASS].to_numpy(), legend, path)
+        if not keep.any():
+            raise InputError(
+                f"{path}: all {len(gdf)} points belong to classes in legend.drop; "
+                "drop fewer classes or use other points"
+            )
+        gdf[CLASS] = codes
+        gdf = gdf[keep]
     if target_crs is not None:
         gdf = gdf.to_crs(_crs(target_crs, path, "target crs"))
     gdf.attrs["source"] = str(path)
+    gdf.attrs[LEGEND_COUNTS] = counts.as_counts()
     return gdf
+
+
+def apply_legend_options(
+    codes: np.ndarray | Sequence[int], legend: Legend, source: str | os.PathLike[str]
+) -> tuple[np.ndarray, np.ndarray, RemapCounts]:
+    """Drop and merge points' class codes as a legend's ``drop``/``merge`` say, and log it.
+
+    Logs ``<source>: N points of class X (name) dropped (legend.drop)`` and ``<source>: N points
+    of class X (name) merged into Y (name) (legend.merge)`` for each class with points. Codes
+    already remapped pass unchanged (a merge target is never dropped or merged again).
+
+    Args:
+        codes: class codes of the full legend (``legend.original``).
+        legend: the (reduced) legend; one without options changes nothing.
+        source: the points' file, for the messages.
+
+    Returns:
+        (codes: int64, same length, merged ones relabelled; keep: bool, False for points of
+        dropped classes; the counts per class).
+    """
+    arr = np.asarray(codes, np.int64).reshape(-1)
+    if legend.options is None:
+        return arr.copy(), np.ones(len(arr), bool), RemapCounts()
+    new, keep, counts = legend.options.remap(arr)
+    full = legend.original
+    for code, n in counts.dropped.items():
+        log.info(
+            "%s: %d points of class %d (%s) dropped (legend.drop)",
+            source,
+            n,
+            code,
+            full.name_of(code),
+        )
+    for (code, into), n in counts.merged.items():
+        log.info(
+            "%s: %d points of class %d (%s) merged into %d (%s) (legend.merge)",
+            source,
+            n,
+            code,
+            full.name_of(code),
+            into,
+            full.name_of(into),
+        )
+    return new, keep, counts
+
+
+def warn_rare_classes(
+    counts: Mapping[int, int] | Sequence[int] | np.ndarray,
+    legend: Legend,
+    min_points: int | None,
+    source: str | os.PathLike[str],
+) -> list[str]:
+    """Warn about classes with fewer than ``min_points`` training points.
+
+    Logs one warning naming each such class with its count, e.g. ``points.gpkg: classes with
+    fewer than 30 training points: industrial buildings (3), water (12); ...``.
+
+    Args:
+        counts: training points per class: an array of ``len(legend)`` counts in training-index
+            order (``np.bincount(labels, minlength=len(legend))``), or ``{code: count}`` (codes
+            missing from it count as 0).
+        legend: the legend trained with.
+        min_points: the least number of training points per class; None or 0 turns the
+            warning off.
+        source: the points' file, for the message.
+
+    Returns:
+        The names of the classes below ``min_points``, in legend order (empty if none).
+
+    Raises:
+        ValueError: for an array whose length is not the number of classes, or codes the
+            legend lacks.
+    """
+    if isinstance(counts, Mapping):
+        unknown = sorted(int(c) for c in counts if int(c) not in legend.codes)
+        if unknown:
+            raise ValueError(f"codes {unknown} not in legend '{legend.name}' {legend.codes}")
+        per_class = [int(counts.get(c, 0)) for c in legend.codes]
+    else:
+        per_class = [int(n) for n in np.asarray(counts).reshape(-1)]
+        if len(per_class) != len(legend):
+            raise ValueError(
+                f"{len(per_class)} counts for the {len(legend)} classes of legend '{legend.name}'"
+            )
+    if not min_points or min_points <= 0:
+        return []
+    rare = [(name, n) for name, n in zip(legend.names, per_class, strict=True) if n < min_points]
+    if rare:
+        log.warning(
+            "%s: classes with fewer than %d training points: %s; their accuracy will be "
+            "unreliable: add points, or merge or drop them (legend.merge / legend.drop)",
+            source,
+            min_points,
+            ", ".join(f"{name} ({n})" for name, n in rare),
+        )
+    return [name for name, _ in rare]
 
 
 def point_arrays(
@@ -267,7 +391,8 @@ def locate(
     Args:
         points: from :func:`read_points`.
         info: the raster.
-        legend: the legend the classes must belong to (None: no check).
+        legend: the legend the classes must belong to (None: no check); its ``drop``/``merge``
+            options are applied if :func:`read_points` did not apply them already.
         source: the points' file, for messages (default: ``points.attrs["source"]``).
 
     Returns:
@@ -275,9 +400,20 @@ def locate(
 
     Raises:
         InputError: for points without a CRS, unknown classes, or if no point lies inside the
-            raster.
+            raster or every point belongs to a dropped class.
     """
     source = source or points.attrs.get("source", "points")
+    if legend is not None and legend.options is not None:
+        codes, keep, counts = apply_legend_options(points[CLASS].to_numpy(), legend, source)
+        if counts.n_dropped or counts.n_merged:  # points read without the reduced legend
+            points = points.copy()
+            points[CLASS] = codes
+            points = points[keep]
+            if not len(points):
+                raise InputError(
+                    f"{source}: all points belong to classes in legend.drop; "
+                    "drop fewer classes or use other points"
+                )
     if legend is not None:
         legend.validate(points[CLASS].to_numpy(), source)
     if points.crs is None:
