@@ -12,7 +12,10 @@ matrix in area proportions, accuracies and class areas with 95% confidence inter
         class_column=reference out_dir=DIR
 
 The legend comes from the map's tags (``LEGEND`` and ``CLASS_<code>``, as written by dense
-inference) or from ``legend=`` (a preset name or a YAML file).
+inference) or from ``legend=`` (a preset name or a YAML file). Reference labels are legend codes
+or names; points without a label, outside the map or on its nodata are counted, listed in the
+log and not used; points in another CRS are reprojected. Every output is written whole or not
+at all. No argument, ``help`` or ``--help`` print the usage.
 """
 
 from __future__ import annotations
@@ -206,7 +209,12 @@ def make_design(
         raise InputError(f"{class_map}: the map has no classified pixels; check its nodata")
     empty = [lg.names[i] for i in range(k) if mapped[i] == 0]
     if empty:
-        log.warning("%s: map class(es) %s have no pixels; they get no samples", class_map, empty)
+        log.warning(
+            "%s: map class(es) %s have no pixels; they get no samples (their area is estimated "
+            "from the samples of the other classes)",
+            class_map,
+            empty,
+        )
     w = mapped / mapped.sum()
     total = olofsson_total(w, ua, target_se)
     present = mapped > 0
@@ -837,7 +845,9 @@ USAGE = (
     "  design   map=MAP.tif [expected_ua=0.8] [target_se=0.01] [min_per_class=50] out=design.csv\n"
     "  sample   map=MAP.tif design=design.csv [seed=0] [allocation=n_olofsson] out=sample.gpkg\n"
     "  estimate map=MAP.tif reference=labelled.gpkg [class_column=reference] out_dir=DIR\n"
-    "  all: [legend=PRESET|FILE.yaml] (default: the map's legend tags)"
+    "  all: [legend=PRESET|FILE.yaml] (default: the map's legend tags)\n"
+    "  reference: any vector file, or a CSV with x, y and crs columns; labels are legend codes\n"
+    "  or names, unlabelled points are skipped"
 )
 
 _KEYS = {

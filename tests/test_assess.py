@@ -18,6 +18,7 @@ from affine import Affine
 
 from bsrlc.assess import (
     assessment_dict,
+    estimate,
     main,
     make_design,
     olofsson_allocation,
@@ -415,3 +416,173 @@ def test_bad_inputs_give_one_line_errors(world, tmp_path):
     assert not out.exists() or not any(out.iterdir())  # nothing written
     _assert_one_line_error(_cli("sample", "map=nope.tif", "design=d.csv", "out=s.gpkg"), "nope")
     _assert_one_line_error(_cli("design", f"map={world['map']}"), "out=")
+
+
+# -- (5) the command line's help, reference points and atomic outputs -------------------------
+
+
+def test_help_and_no_argument_print_usage(capsys):
+    for args in ([], ["help"], ["--help"], ["-h"], ["estimate", "--help"]):
+        main(args)  # returns: exit status 0
+        assert capsys.readouterr().out.startswith("usage: python -m bsrlc.assess"), args
+    proc = _cli()  # no argument, as from a shell
+    assert proc.returncode == 0 and proc.stdout.startswith("usage:"), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["desing", "map=m.tif"],
+            "error: unknown command 'desing' (did you mean design?); use one of design, sample, "
+            "estimate (python -m bsrlc.assess --help)",
+        ),
+        (
+            ["frobnicate"],
+            "error: unknown command 'frobnicate'; use one of design, sample, estimate "
+            "(python -m bsrlc.assess --help)",
+        ),
+        (
+            ["design", "map=m.tif", "targt_se=0.1"],
+            "error: design: unknown argument 'targt_se=0.1' (did you mean target_se?); use "
+            "key=value with keys map, expected_ua, target_se, min_per_class, out, legend",
+        ),
+    ],
+)
+def test_wrong_command_or_key_is_one_line_with_a_suggestion(args, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == expected + "\n"
+
+
+def _labelled(world, path: Path, sizes=None, crs: str = "EPSG:3035") -> gpd.GeoDataFrame:
+    """A stratified sample of the world's map labelled from its truth (class names)."""
+    px = stratified_pixels(world["map"], sizes or {1: 10, 2: 10, 3: 20}, seed=1)
+    xs = TRANSFORM.c + (px.cols + 0.5) * TRANSFORM.a  # pixel centres (north-up grid)
+    ys = TRANSFORM.f + (px.rows + 0.5) * TRANSFORM.e
+    gdf = gpd.GeoDataFrame(
+        {
+            "sample_id": np.arange(1, len(px.rows) + 1),
+            "reference": [NAMES[int(c)] for c in world["truth"][px.rows, px.cols]],
+            "code": world["truth"][px.rows, px.cols].astype(np.float64),
+        },
+        geometry=gpd.points_from_xy(xs, ys),
+        crs="EPSG:3035",
+    ).to_crs(crs)
+    gdf.to_file(path)
+    return gdf
+
+
+def test_unlabelled_points_are_listed_and_skipped(world, tmp_path, caplog):
+    gdf = _labelled(world, tmp_path / "full.gpkg")
+    full = estimate(world["map"], tmp_path / "full.gpkg", tmp_path / "a")
+    part = gdf.copy()
+    part.loc[[0, 5, 11], "reference"] = None
+    part.loc[[20], "reference"] = "  "
+    part.loc[[0, 5, 11, 20], "code"] = np.nan
+    part.to_file(tmp_path / "part.gpkg")
+    with caplog.at_level(logging.WARNING):
+        acc = estimate(world["map"], tmp_path / "part.gpkg", tmp_path / "b")
+    warning = [r.getMessage() for r in caplog.records]
+    assert warning == [
+        f"{tmp_path / 'part.gpkg'}: 4 of 40 points have no label in 'reference' and are not "
+        "used: 1, 6, 12, 21"
+    ]
+    assert acc.n_samples == 36 and full.n_samples == 40
+    expected = gdf.drop(index=[0, 5, 11, 20])
+    expected.to_file(tmp_path / "expected.gpkg")
+    ref = estimate(world["map"], tmp_path / "expected.gpkg", tmp_path / "c")
+    np.testing.assert_array_equal(acc.counts, ref.counts)
+    by_code = estimate(world["map"], tmp_path / "part.gpkg", tmp_path / "d", class_column="code")
+    np.testing.assert_array_equal(by_code.counts, ref.counts)  # NaN codes: unlabelled too
+
+    part["reference"] = None
+    part.to_file(tmp_path / "none.gpkg")
+    with pytest.raises(InputError) as err:
+        estimate(world["map"], tmp_path / "none.gpkg", tmp_path / "e")
+    assert str(err.value) == (
+        f"{tmp_path / 'none.gpkg'}: none of the 40 points has a label in 'reference'; label "
+        "them (legend codes or names) or pass class_column=NAME"
+    )
+    assert not (tmp_path / "e").exists()
+
+
+def test_missing_class_column_names_the_key_and_the_columns(world, tmp_path):
+    _labelled(world, tmp_path / "ref.gpkg")
+    with pytest.raises(InputError) as err:
+        estimate(world["map"], tmp_path / "ref.gpkg", tmp_path / "out", class_column="label")
+    assert str(err.value) == (
+        f"{tmp_path / 'ref.gpkg'}: no column 'label' (columns: sample_id, reference, code); "
+        "pass class_column=NAME"
+    )
+
+
+def test_reference_in_another_crs_is_reprojected(world, tmp_path, caplog):
+    _labelled(world, tmp_path / "laea.gpkg")
+    _labelled(world, tmp_path / "wgs84.gpkg", crs="EPSG:4326")
+    same = estimate(world["map"], tmp_path / "laea.gpkg", tmp_path / "a")
+    with caplog.at_level(logging.INFO, logger="bsrlc.assess"):
+        other = estimate(world["map"], tmp_path / "wgs84.gpkg", tmp_path / "b")
+    assert (
+        f"{tmp_path / 'wgs84.gpkg'}: points in WGS 84 reprojected to the map's CRS "
+        "(ETRS89-extended / LAEA Europe)" in caplog.messages
+    )
+    np.testing.assert_array_equal(same.counts, other.counts)
+
+
+def test_csv_reference_and_mixed_codes_and_names(world, tmp_path):
+    gdf = _labelled(world, tmp_path / "ref.gpkg")
+    frame = pd.DataFrame(
+        {
+            "x": gdf.geometry.x,
+            "y": gdf.geometry.y,
+            "crs": "EPSG:3035",
+            "reference": gdf["reference"],
+        }
+    )
+    frame.loc[::2, "reference"] = gdf["code"][::2].astype(int).astype(str)  # codes and names
+    frame.loc[1, "reference"] = " BUILT "  # case and spaces ignored
+    frame.to_csv(tmp_path / "ref.csv", index=False)
+    acc = estimate(world["map"], tmp_path / "ref.csv", tmp_path / "a")
+    ref = estimate(world["map"], tmp_path / "ref.gpkg", tmp_path / "b")
+    np.testing.assert_array_equal(acc.counts, ref.counts)
+    frame.loc[[3, 4], "reference"] = ["lava", "9"]
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match=r"class\(es\) 9, lava that the map's legend 'test' lacks"):
+        estimate(world["map"], tmp_path / "bad.csv", tmp_path / "c")
+    frame.drop(columns="crs").to_csv(tmp_path / "nocrs.csv", index=False)
+    with pytest.raises(InputError, match=r"needs x, y and crs columns, missing \['crs'\]"):
+        estimate(world["map"], tmp_path / "nocrs.csv", tmp_path / "d")
+
+
+def test_outputs_are_all_or_nothing(world, tmp_path, monkeypatch):
+    """A failure while writing leaves earlier outputs as they were and no partial files."""
+    m = world["map"]
+    design_csv, sample_gpkg, out = tmp_path / "d.csv", tmp_path / "s.gpkg", tmp_path / "out"
+    _labelled(world, tmp_path / "ref.gpkg")
+    main(["estimate", f"map={m}", f"reference={tmp_path / 'ref.gpkg'}", f"out_dir={out}"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    def half_written(self, path, *args, **kwargs):
+        Path(path).write_text("half")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as mp:
+        mp.setattr("bsrlc.assess.area_figure", boom)
+        with pytest.raises(RuntimeError):
+            estimate(m, tmp_path / "ref.gpkg", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp folder either
+    with monkeypatch.context() as mp:
+        mp.setattr(pd.DataFrame, "to_csv", half_written)
+        with pytest.raises(OSError):
+            main(["design", f"map={m}", f"out={design_csv}"])
+    main(["design", f"map={m}", "target_se=0.05", "min_per_class=5", f"out={design_csv}"])
+    with monkeypatch.context() as mp:
+        mp.setattr(gpd.GeoDataFrame, "to_file", half_written)
+        with pytest.raises(OSError):
+            main(["sample", f"map={m}", f"design={design_csv}", f"out={sample_gpkg}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "out", "ref.gpkg"]
