@@ -252,7 +252,7 @@ def predict(cfg: Any) -> dict[str, Any]:
             results["maps"][item.label] = job.outputs[0].path
     if not rank_zero:  # the other ranks of a ddp run: rank 0 summarises
         return results
-    if cls_model is not None and len(results["maps"]) > 1:
+    if cls_model is not None and results["maps"]:
         results["summary"] = summarise(
             results["maps"],
             Legend.from_config(cls_model.meta["legend"]),
@@ -301,21 +301,27 @@ def _run(
 def summarise(
     maps: dict[str, Path], legend: Legend, out_dir: Path, change: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Class areas per period (CSV, chart), a change map between two periods, a GIF.
+    """Class areas per period (CSV, chart) and, for several periods, a change map and a GIF.
+
+    A single map gets ``class_areas.csv`` (one row) and its chart only.
 
     Args:
-        maps: period label -> class map.
+        maps: period label -> class map (at least one).
         legend: the legend.
         out_dir: where to write.
         change: the two periods to compare (default: first and last).
 
     Returns:
-        Paths of what was written and the areas.
+        Paths of what was written and the areas; ``change`` and ``gif`` are None for one map.
+
+    Raises:
+        ConfigError: if ``change`` names periods that are not among the maps, or is given for
+            a single map.
     """
     import rasterio
 
     from bsrlc.evaluation import maps as M
-    from bsrlc.raster import write_cog
+    from bsrlc.raster import category_names, write_cog
 
     with rasterio.open(next(iter(maps.values()))) as src:
         pixel_ha = abs(src.transform.a * src.transform.e) / 10_000
@@ -328,10 +334,23 @@ def summarise(
             f.write(label + "," + ",".join(f"{per[n]:.2f}" for n in legend.names) + "\n")
     chart = M.areas_chart(areas, legend, out_dir / "class_areas.png")
     labels = list(maps)
+    if len(labels) == 1:
+        if change:
+            raise ConfigError(
+                f"change={list(change)}: needs two periods but input= gave one ({labels[0]}); "
+                "drop change= or give a raster per period"
+            )
+        return {"areas": areas, "csv": csv, "chart": chart, "change": None, "gif": None}
     a, b = list(change) if change else [labels[0], labels[-1]]
     if a not in maps or b not in maps:
         raise ConfigError(f"change={[a, b]}: periods must be among {labels}")
     diff = M.change_map(M.read_map(maps[a])[0], M.read_map(maps[b])[0], legend)
+    transitions = {
+        f * 16 + t: f"{legend.name_of(f)} -> {legend.name_of(t)}"
+        for f in legend.codes
+        for t in legend.codes
+        if f != t and f < 16 and t < 16  # change_map codes from * 16 + to
+    }
     change_path = write_cog(
         out_dir / f"change_{a}_{b}.tif",
         diff,
@@ -339,6 +358,7 @@ def summarise(
         transform=transform,
         nodata=0,
         descriptions=["FROM_X16_PLUS_TO"],
+        categories=category_names(transitions, nodata=0, nodata_name="no change or nodata"),
     )
     gif = M.maps_gif(maps, legend, out_dir / "maps.gif")
     return {"areas": areas, "csv": csv, "chart": chart, "change": change_path, "gif": gif}

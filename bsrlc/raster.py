@@ -8,10 +8,11 @@ only when complete, so a killed run never leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,17 @@ GDAL_COG_OPTIONS: dict[str, Any] = {
     "overview_resampling": "NEAREST",
     "BIGTIFF": "IF_SAFER",
 }
+
+CLASS_OVERVIEW_RESAMPLING = "MODE"
+"""Overview resampling of class maps: the most frequent class of each block (nodata ignored)."""
+
+CATEGORY_NAMES_TAG = "CATEGORY_NAMES"
+"""Band-1 metadata item holding a class map's category names as a JSON list (index = code).
+
+GDAL's own category names and raster attribute tables live in a ``.aux.xml`` sidecar for
+GeoTIFF (GDAL < 3.12), which a COG must not depend on; this item is stored in the TIFF's
+GDAL_METADATA tag and travels with the file. :func:`read_category_names` reads it back.
+"""
 
 
 @dataclass(frozen=True)
@@ -305,6 +317,10 @@ class COGWriter:
     COG (overviews included) under another temporary name and renames that to the destination.
     If the block raises, nothing appears at the destination.
 
+    A class map (one given a ``colormap`` or ``categories``) gets overviews resampled with
+    MODE, the most frequent class of each block; other rasters keep NEAREST unless
+    ``overview_resampling`` says otherwise.
+
     Example:
         >>> with COGWriter(path, profile, descriptions=names) as w:  # doctest: +SKIP
         ...     w.write(block, Window(0, 0, 256, 256))
@@ -323,11 +339,49 @@ class COGWriter:
         nodata: float | None = None,
         descriptions: Sequence[str] | None = None,
         colormap: dict[int, tuple[int, int, int, int]] | None = None,
+        categories: Sequence[str] | None = None,
         tags: dict[str, str] | None = None,
         band_tags: Sequence[dict[str, str]] | None = None,
         overwrite: bool = True,
         blocksize: int = 256,
+        overview_resampling: str | None = None,
     ) -> None:
+        """Open the staged raster.
+
+        Args:
+            path: destination.
+            crs: coordinate reference system.
+            transform: pixel-to-map transform.
+            width: columns.
+            height: rows.
+            count: bands.
+            dtype: data type.
+            nodata: nodata value.
+            descriptions: band names, one per band.
+            colormap: colour table for band 1 (uint8 class maps).
+            categories: category names of a single-band class map, index = class code (see
+                :func:`category_names`), stored as band-1 metadata :data:`CATEGORY_NAMES_TAG`.
+            tags: dataset-level metadata.
+            band_tags: metadata per band.
+            overwrite: replace an existing destination.
+            blocksize: COG tile size.
+            overview_resampling: GDAL resampling of the overviews (default MODE for class maps,
+                NEAREST otherwise).
+
+        Raises:
+            ValueError: for descriptions that do not match the band count, or categories on a
+                multi-band raster.
+            InputError: if the destination exists and ``overwrite`` is false, or its folder is
+                not writable.
+        """
+        if categories is not None and count != 1:
+            raise ValueError(f"category names are for single-band class maps, not {count} bands")
+        if descriptions is not None and len(descriptions) != count:
+            raise ValueError(f"{len(descriptions)} descriptions for {count} bands")
+        class_map = colormap is not None or categories is not None
+        self._resampling = overview_resampling or (
+            CLASS_OVERVIEW_RESAMPLING if class_map else GDAL_COG_OPTIONS["overview_resampling"]
+        )
         self.path = Path(path)
         self._atomic = atomic_path(self.path, overwrite=overwrite)
         self._final_tmp = self._atomic.__enter__()
@@ -351,12 +405,13 @@ class COGWriter:
         }
         self._dst = rasterio.open(self._stage, "w", **profile)
         if descriptions is not None:
-            if len(descriptions) != count:
-                raise ValueError(f"{len(descriptions)} descriptions for {count} bands")
             for i, name in enumerate(descriptions, start=1):
                 self._dst.set_band_description(i, name)
         if tags:
             self._dst.update_tags(**tags)
+        if categories is not None:
+            names = json.dumps([str(c) for c in categories], ensure_ascii=False)
+            self._dst.update_tags(1, **{CATEGORY_NAMES_TAG: names})
         if band_tags:
             for i, bt in enumerate(band_tags, start=1):
                 self._dst.update_tags(i, **bt)
@@ -383,7 +438,11 @@ class COGWriter:
             rasterio.shutil.copy(
                 self._stage,
                 self._final_tmp,
-                **{**GDAL_COG_OPTIONS, "blocksize": self._blocksize},
+                **{
+                    **GDAL_COG_OPTIONS,
+                    "blocksize": self._blocksize,
+                    "overview_resampling": self._resampling,
+                },
             )
         finally:
             self._stage.unlink(missing_ok=True)
@@ -422,8 +481,10 @@ def write_cog(
     nodata: float | None = None,
     descriptions: Sequence[str] | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    categories: Sequence[str] | None = None,
     tags: dict[str, str] | None = None,
     overwrite: bool = True,
+    overview_resampling: str | None = None,
 ) -> Path:
     """Write a whole (bands, rows, cols) or (rows, cols) array as a COG, atomically.
 
@@ -435,11 +496,18 @@ def write_cog(
         nodata: nodata value.
         descriptions: band names.
         colormap: colour table for band 1 (uint8 class maps).
+        categories: category names of a class map, index = class code (see
+            :func:`category_names`).
         tags: dataset-level metadata.
         overwrite: replace an existing file.
+        overview_resampling: GDAL resampling of the overviews (default MODE for class maps,
+            those given a colormap or categories; NEAREST otherwise).
 
     Returns:
         The destination path.
+
+    Raises:
+        InputError: if ``path`` exists and ``overwrite`` is false, or its folder is not writable.
     """
     if array.ndim == 2:
         array = array[None]
@@ -454,11 +522,72 @@ def write_cog(
         nodata=nodata,
         descriptions=descriptions,
         colormap=colormap,
+        categories=categories,
         tags=tags,
         overwrite=overwrite,
+        overview_resampling=overview_resampling,
     ) as w:
         w.write(array)
     return Path(path)
+
+
+def category_names(
+    classes: Mapping[int, str], nodata: int | None = 0, nodata_name: str = "nodata"
+) -> list[str]:
+    """Category names of a uint8 class map in GDAL's layout: list index = class code.
+
+    Args:
+        classes: class code -> name (e.g. ``{c.code: c.name for c in legend.classes}``).
+        nodata: the nodata code (None if the map has none).
+        nodata_name: what to call it.
+
+    Returns:
+        Names for codes 0..max code; codes without a class are ''.
+
+    Raises:
+        ValueError: for a code outside 0..255 or a class that uses the nodata code.
+    """
+    codes = [*classes, *([] if nodata is None else [nodata])]
+    bad = sorted({int(c) for c in codes if not 0 <= int(c) <= 255})
+    if bad:
+        raise ValueError(f"class codes {bad} outside 0..255 (uint8 class maps)")
+    if nodata is not None and nodata in classes:
+        raise ValueError(f"class code {nodata} is the nodata code")
+    names = [""] * (max(int(c) for c in codes) + 1) if codes else []
+    for code, name in classes.items():
+        names[int(code)] = str(name)
+    if nodata is not None:
+        names[int(nodata)] = nodata_name
+    return names
+
+
+def read_category_names(path: str | os.PathLike[str]) -> list[str] | None:
+    """The category names a class map was written with (:data:`CATEGORY_NAMES_TAG`).
+
+    Args:
+        path: the class map.
+
+    Returns:
+        Names indexed by class code, or None if the file has none.
+
+    Raises:
+        InputError: if the file is missing, unreadable, or its category names are not a JSON
+            list of strings.
+    """
+    with open_raster(path) as src:
+        raw = src.tags(1).get(CATEGORY_NAMES_TAG)
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(
+            f"{path}: band 1 {CATEGORY_NAMES_TAG} is not a JSON list of names; "
+            "re-write the map with bsrlc or remove the item"
+        )
+    return names
 
 
 def block_windows(width: int, height: int, size: int) -> list[Window]:

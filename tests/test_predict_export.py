@@ -17,6 +17,7 @@ from bsrlc.export import export_bundle, load_bundle
 from bsrlc.inference.dense import classify_raster
 from bsrlc.inference.loading import load_checkpoint
 from bsrlc.models.centre_patch import CentrePatchCNN, extract_patches
+from bsrlc.raster import read_category_names
 
 
 def test_tiled_map_equals_one_pass_and_per_patch(tmp_path, tiny_stms, checkpoints):
@@ -109,6 +110,11 @@ def test_predict_cli_periods_resume_and_bad_input(tmp_path, tiny_stms, checkpoin
         "maps.gif",
     ):
         assert (out / name).exists(), name
+    legend = Legend.from_config(load_checkpoint(cls).meta["legend"])
+    assert read_category_names(out / "landsat_2019_map.tif") == ["nodata", *legend.names]
+    change_names = read_category_names(out / "change_2007_2019.tif")
+    assert change_names[0] == "no change or nodata" and change_names[1] == ""
+    assert change_names[1 * 16 + 2] == f"{legend.names[0]} -> {legend.names[1]}"
     with (
         rasterio.open(out / "landsat_2019_sr.tif") as s,
         rasterio.open(tiny_stms["landsat"]["2019"]) as lr,

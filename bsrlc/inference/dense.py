@@ -29,7 +29,7 @@ from bsrlc.inference.jobs import (
     run_local,
     source_fingerprint,
 )
-from bsrlc.raster import band_indices, block_windows, open_raster, raster_info
+from bsrlc.raster import band_indices, block_windows, category_names, open_raster, raster_info
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,10 @@ class ClassifyJob(RasterJob):
             "height": info.height,
         }
         names = {f"CLASS_{c.code}": c.name for c in legend.classes}
+        # GIS-readable classes: colour table, category names (index = code), MODE overviews
+        categories = category_names(
+            {c.code: c.name for c in legend.classes}, None if 0 in legend.codes else 0
+        )
         self.outputs = [
             OutputSpec(
                 self.dst_path,
@@ -153,6 +157,7 @@ class ClassifyJob(RasterJob):
                 nodata=0,
                 descriptions=["CLASS"],
                 colormap=legend.colormap(),
+                categories=categories,
                 tags={"LEGEND": legend.name, **names},
                 **grid,
             )

@@ -62,6 +62,7 @@ class OutputSpec:
     nodata: float | None = None
     descriptions: list[str] | None = None
     colormap: dict[int, tuple[int, int, int, int]] | None = None
+    categories: list[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     blocksize: int = 256
 
@@ -248,6 +249,7 @@ class TileStore:
                 nodata=spec.nodata,
                 descriptions=spec.descriptions,
                 colormap=spec.colormap,
+                categories=spec.categories,
                 tags=spec.tags,
                 blocksize=spec.blocksize,
                 overwrite=True,
