@@ -151,6 +151,8 @@ def export_bundle(
             "patch_size": model.meta.get("patch_size"),
             "halo": model.meta.get("halo"),
             "legend": model.meta.get("legend"),
+            "temperature": model.meta.get("temperature"),
+            "train_priors": model.meta.get("train_priors"),
             "network": model.config,
             "training_config": ckpt.get("hyper_parameters", {}),
             "bsrlc_version": __version__,
@@ -233,7 +235,8 @@ class Bundle:
         m = self.metadata
         net = build_from_config(dict(m["network"]))
         net.load_state_dict(load_file(self.folder / "weights.safetensors"))
-        meta = {k: m.get(k) for k in ("scale", "receptive_field", "patch_size", "halo", "legend")}
+        keys = ("scale", "receptive_field", "patch_size", "halo", "legend")
+        meta = {k: m.get(k) for k in (*keys, "temperature", "train_priors")}
         return LoadedModel(
             net.eval().to(device),
             m["task"],

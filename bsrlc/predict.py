@@ -187,7 +187,7 @@ def predict(cfg: Any) -> dict[str, Any]:
     Returns:
         ``{"sr": {label: path}, "maps": {label: path}, "summary": {...}}``.
     """
-    from bsrlc.inference.dense import ClassifyJob
+    from bsrlc.inference.dense import ClassifyJob, correct_priors
     from bsrlc.inference.sr import SRJob
 
     pipeline = str(cfg.pipeline)
@@ -212,8 +212,11 @@ def predict(cfg: Any) -> dict[str, Any]:
     trainer_kwargs = trainer_arguments(cfg)
     overwrite = bool(cfg.overwrite)
     progress = bool(cfg.progress)
-    results: dict[str, Any] = {"sr": {}, "maps": {}}
+    results: dict[str, Any] = {"sr": {}, "maps": {}, "priors": {}}
     rank_zero = True
+    temporal = _temporal_mode(cfg) == "hmm" and cls_model is not None and len(inputs) > 1
+    legend = Legend.from_config(cls_model.meta["legend"]) if cls_model is not None else None
+    class_jobs: list[Any] = []
     # which weights computed the tiles of a resumable job (hashed once, not per period)
     sr_id = model_digest(sr_model.net, sr_model.meta) if sr_model is not None else ""
     cls_id = model_digest(cls_model.net, cls_model.meta) if cls_model is not None else ""
@@ -236,20 +239,41 @@ def predict(cfg: Any) -> dict[str, Any]:
             src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
-            job = ClassifyJob(
+            name = f"{item.path.stem}_map" + ("_independent" if temporal else "")
+            cjob = ClassifyJob(
                 src,
-                out_dir / f"{item.path.stem}_map.tif",
+                out_dir / f"{name}.tif",
                 cls_model.bands,
                 cls_model.mean,
                 cls_model.std,
-                Legend.from_config(cls_model.meta["legend"]),
+                legend,
                 int(cls_model.meta["halo"]),
                 tile=int(cfg.tile),
-                probabilities=bool(cfg.probabilities),
+                probabilities=bool(cfg.probabilities) or temporal,
                 model_id=cls_id,
+                temperature=float(cls_model.meta.get("temperature") or 1.0),
             )
-            rank_zero &= _run(job, cls_model, trainer_kwargs, overwrite, progress)
-            results["maps"][item.label] = job.outputs[0].path
+            if not (outputs_exist(cjob) and not overwrite):
+                correction = correct_priors(
+                    cjob,
+                    cls_model.net,
+                    cls_model.meta.get("train_priors"),
+                    _plain(cfg.get("priors", "em")),
+                    str(cfg.get("decision", "argmax")),
+                    device,
+                )
+                log.info(
+                    "%s: class priors %s",
+                    item.label,
+                    ", ".join(f"{k} {v:.3f}" for k, v in correction["priors"].items()),
+                )
+                results["priors"][item.label] = correction["priors"]
+            rank_zero &= _run(cjob, cls_model, trainer_kwargs, overwrite, progress)
+            results["maps"][item.label] = cjob.outputs[0].path
+            class_jobs.append(cjob)
+    if temporal and rank_zero and len(class_jobs) > 1:
+        results["independent_maps"] = dict(results["maps"])
+        results["maps"] = smooth_periods(class_jobs, list(results["maps"]), legend, cfg, out_dir)
     if not rank_zero:  # the other ranks of a ddp run: rank 0 summarises
         return results
     if cls_model is not None and results["maps"]:
@@ -260,6 +284,61 @@ def predict(cfg: Any) -> dict[str, Any]:
             cfg.get("change"),
         )
     return results
+
+
+def _plain(value: Any) -> Any:
+    """A Hydra config node as plain Python (lists and dicts), anything else unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _temporal_mode(cfg: Any) -> str:
+    mode = str((cfg.get("temporal") or {}).get("mode", "none"))
+    if mode not in {"none", "hmm"}:
+        raise ConfigError(f"temporal.mode={mode}: use none or hmm")
+    return mode
+
+
+def smooth_periods(
+    jobs: Sequence[Any], labels: Sequence[str], legend: Legend, cfg: Any, out_dir: Path
+) -> dict[str, Path]:
+    """Make the periods' class maps consistent over time (:mod:`bsrlc.inference.temporal`).
+
+    Args:
+        jobs: the periods' classification jobs (with probabilities), in time order.
+        labels: their period labels.
+        legend: the legend.
+        cfg: the predict config (``temporal.stay``, ``temporal.transitions``, ``tile``,
+            ``overwrite``).
+        out_dir: where the maps go (``<stem>_map.tif``, the independent maps stay as
+            ``<stem>_map_independent.tif``).
+
+    Returns:
+        Period label -> smoothed class map.
+    """
+    from bsrlc.inference.jobs import run_local
+    from bsrlc.inference.temporal import TemporalJob, transition_matrix
+
+    t = cfg.temporal
+    matrix = transition_matrix(
+        legend.names, float(t.get("stay", 0.9)), _plain(t.get("transitions")) or None
+    )
+    dst = [out_dir / j.dst_path.name.replace("_map_independent", "_map") for j in jobs]
+    tjob = TemporalJob(
+        [j.outputs[1].path for j in jobs],
+        dst,
+        jobs[0].outputs[0],
+        legend,
+        matrix,
+        tile=int(cfg.tile),
+    )
+    if outputs_exist(tjob) and not bool(cfg.overwrite):
+        return dict(zip(labels, dst, strict=True))
+    run_local(tjob, torch.nn.Identity(), "cpu", overwrite=bool(cfg.overwrite), progress=False)
+    return dict(zip(labels, dst, strict=True))
 
 
 def trainer_arguments(cfg: Any) -> dict[str, Any]:

@@ -16,23 +16,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler
 
 from bsrlc.data.chips import RasterCache
 from bsrlc.data.legend import Legend
-from bsrlc.data.points import locate, points_to_pixels, read_points
+from bsrlc.data.points import (
+    LEGEND_COUNTS,
+    locate,
+    points_to_pixels,
+    read_points,
+    warn_rare_classes,
+)
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.data.sr import dihedral
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.raster import expand_band_patterns, raster_info
+from bsrlc.raster import RasterInfo, expand_band_patterns, raster_info
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class PointPatches(Dataset):
         mean: per-band mean for normalisation.
         std: per-band std.
         augment: random flips and quarter turns (the centre stays the centre).
+        fill_nodata: set nodata pixels of a patch to the band mean (0 after normalisation).
     """
 
     def __init__(
@@ -104,9 +112,10 @@ class PointPatches(Dataset):
         mean: np.ndarray,
         std: np.ndarray,
         augment: bool = False,
+        fill_nodata: bool = False,
     ) -> None:
         self.cache, self.rows, self.cols, self.labels = cache, rows, cols, labels
-        self.patch, self.augment = patch, augment
+        self.patch, self.augment, self.fill_nodata = patch, augment, fill_nodata
         self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
 
@@ -119,18 +128,59 @@ class PointPatches(Dataset):
             self.cache.patch(int(self.rows[idx]) - h, int(self.cols[idx]) - h, self.patch)
         )
         x = (x - self.mean) / self.std
+        if self.fill_nodata:
+            r, c = int(self.rows[idx]) - h, int(self.cols[idx]) - h
+            valid = np.asarray(self.cache.valid[r : r + self.patch, c : c + self.patch])
+            x[:, torch.from_numpy(~valid)] = 0.0
         if self.augment:
             x = dihedral(x, int(torch.randint(8, ())))
         return {"image": x, "label": torch.tensor(int(self.labels[idx]))}
 
 
+@dataclass
+class _Source:
+    """One feature raster with its reference points, located on its grid."""
+
+    raster: Path
+    points: Path
+    info: RasterInfo
+    cache: RasterCache
+    rows: np.ndarray
+    cols: np.ndarray
+    labels: np.ndarray
+    usable: np.ndarray
+    test: np.ndarray
+    xs: np.ndarray = field(init=False)
+    ys: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        t = self.info.transform
+        self.xs = t.c + (self.cols + 0.5) * t.a
+        self.ys = t.f + (self.rows + 0.5) * t.e
+
+
+def _as_paths(value: str | Path | Sequence[str | Path], key: str) -> list[Path]:
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    if not items:
+        raise ConfigError(f"data.{key} is empty; give a file or a list of files")
+    return [Path(str(v)) for v in items]
+
+
 class PointPatchDataModule(L.LightningDataModule):
-    """Patches centred on reference points of one raster, split spatially.
+    """Patches centred on reference points of one or several rasters, split spatially.
+
+    Several rasters (``raster=[...]`` with one points file each, or one points file for all)
+    train one classifier on several periods at once: e.g. super-resolved Landsat of every
+    period with that period's reference points, so that land-cover states that exist only in
+    some periods (construction sites, a sensor's look) are learnt. Validation blocks and the
+    no-overlap buffer are drawn in map coordinates over all rasters together, so a location is
+    never in training for one period and in validation for another.
 
     Args:
-        raster: the feature raster (STMs at 10 m: Sentinel-2, super-resolved or upsampled
+        raster: the feature raster(s) (STMs at 10 m: Sentinel-2, super-resolved or upsampled
             Landsat).
-        points: reference points (GeoPackage, GeoJSON, Shapefile or CSV).
+        points: reference points (GeoPackage, GeoJSON, Shapefile or CSV): one file, or one per
+            raster.
         bands: band descriptions or patterns to use as features.
         legend: a preset name or a legend config.
         class_column: the points' class column.
@@ -149,12 +199,17 @@ class PointPatchDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         cache_dir: chip cache folder.
         seed: seed of the validation block draw.
+        nodata_points: ``skip`` drops points whose patch touches nodata (counted per band);
+            ``fill`` keeps them when the centre pixel is valid and sets the nodata pixels to
+            the band mean, as prediction does.
+        min_points_per_class: warn, naming the class, when a class has fewer training points
+            (None: no warning).
     """
 
     def __init__(
         self,
-        raster: str,
-        points: str,
+        raster: str | Sequence[str],
+        points: str | Sequence[str],
         bands: Sequence[str] = ("*",),
         legend: str | dict[str, Any] = "urban",
         class_column: str = "class",
@@ -172,13 +227,24 @@ class PointPatchDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
+        nodata_points: str = "skip",
+        min_points_per_class: int | None = 30,
     ) -> None:
         super().__init__()
         if balance not in {"none", "weights", "sampler"}:
             raise ConfigError(f"data.balance={balance}: use none, weights or sampler")
         if patch_size % 2 == 0:
             raise ConfigError(f"data.patch_size={patch_size}: must be odd (a centre pixel)")
-        self.raster, self.points = Path(raster), Path(points)
+        if nodata_points not in {"skip", "fill"}:
+            raise ConfigError(f"data.nodata_points={nodata_points}: use skip or fill")
+        self.rasters = _as_paths(raster, "raster")
+        self.points_files = _as_paths(points, "points")
+        if len(self.points_files) not in {1, len(self.rasters)}:
+            raise ConfigError(
+                f"data.points has {len(self.points_files)} files for {len(self.rasters)} rasters; "
+                "give one points file per raster, or one for all"
+            )
+        self.raster, self.points = self.rasters[0], self.points_files[0]
         self.band_patterns = list(bands)
         self.legend = Legend.from_config(legend if isinstance(legend, str) else dict(legend))
         self.class_column, self.split_column, self.test_value = (
@@ -192,30 +258,107 @@ class PointPatchDataModule(L.LightningDataModule):
         self.buffer = patch_size if buffer is None else buffer
         self.balance, self.augment, self.num_workers = balance, augment, num_workers
         self.cache_dir, self.seed = cache_dir, seed
+        self.nodata_points = nodata_points
+        self.min_points_per_class = min_points_per_class
         self.bands: list[str] = []
         self.norm_stats: dict[str, Any] | None = None
         self.class_weights: list[float] | None = None
+        self.train_priors: list[float] | None = None
         self.counts: dict[str, Any] = {}
-        self._datasets: dict[str, PointPatches] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self._train_labels = np.zeros(0, np.int64)
 
     @property
     def num_classes(self) -> int:
         """Classes of the legend."""
         return len(self.legend)
 
+    def _pairs(self) -> list[tuple[Path, Path]]:
+        pts = self.points_files * (len(self.rasters) if len(self.points_files) == 1 else 1)
+        return list(zip(self.rasters, pts, strict=True))
+
     def data_files(self) -> list[Path]:
         """The files this datamodule reads.
 
         Returns:
-            The raster and the points.
+            The rasters and the points files.
         """
-        return [self.raster, self.points]
+        return [*self.rasters, *dict.fromkeys(self.points_files)]
 
     def prepare_data(self) -> None:
-        """Fill the chip cache once."""
-        info = raster_info(self.raster)
-        RasterCache(
-            self.raster, expand_band_patterns(info, self.band_patterns), cache_dir=self.cache_dir
+        """Fill the chip caches once."""
+        for raster in self.rasters:
+            info = raster_info(raster)
+            RasterCache(raster, expand_band_patterns(info, self.band_patterns), self.cache_dir)
+
+    def _locate(self, raster: Path, points: Path) -> _Source:
+        """Read one raster's points, drop (and count per band) unusable ones, mark test."""
+        info = raster_info(raster)
+        bands = expand_band_patterns(info, self.band_patterns)
+        if self.bands and bands != self.bands:
+            raise InputError(
+                f"{raster}: bands {bands} differ from {self.bands} of {self.rasters[0]}; every "
+                "raster of data.raster needs the same bands"
+            )
+        self.bands = bands
+        cache = RasterCache(raster, bands, cache_dir=self.cache_dir)
+        pts = read_points(points, self.class_column, crs=self.points_crs, legend=self.legend)
+        for key, n in pts.attrs.get(LEGEND_COUNTS, {}).items():  # legend.drop / legend.merge
+            self.counts[key] = self.counts.get(key, 0) + n
+        samples = locate(pts, info, self.legend, points)
+        h = self.patch_size // 2
+        rows, cols = samples.rows, samples.cols
+        inside = (rows >= h) & (rows < info.height - h) & (cols >= h) & (cols < info.width - h)
+        valid = np.asarray(cache.valid)
+        if self.nodata_points == "fill":
+            ok = valid[h : -h or None, h : -h or None] if h else valid
+        else:
+            ok = _patch_valid(valid, self.patch_size)
+        usable = inside.copy()
+        usable[inside] = ok[rows[inside] - h, cols[inside] - h]
+        n_edge = int((~inside).sum())
+        if n_edge:
+            log.warning("%s: %d points dropped: their patch leaves %s", points, n_edge, raster)
+        nodata = inside & ~usable
+        if nodata.any():
+            per_band = _nodata_bands(cache, rows[nodata], cols[nodata], self.patch_size)
+            listed = ", ".join(f"{b} {n}" for b, n in per_band.items() if n)
+            fix = "" if self.nodata_points == "fill" else "; data.nodata_points=fill keeps them"
+            log.warning(
+                "%s: %d points dropped: their patch touches nodata in %s (points per band: %s)%s",
+                points,
+                int(nodata.sum()),
+                raster,
+                listed,
+                fix,
+            )
+            self.counts.setdefault("dropped_nodata_per_band", {})
+            for b, n in per_band.items():
+                self.counts["dropped_nodata_per_band"][b] = (
+                    self.counts["dropped_nodata_per_band"].get(b, 0) + n
+                )
+        if self.test_region is not None:
+            test = region_mask(self.test_region, info, "test_region")[
+                rows.clip(0, info.height - 1), cols.clip(0, info.width - 1)
+            ]
+        elif self.split_column and self.split_column in samples.frame.columns:
+            test = (samples.frame[self.split_column] == self.test_value).to_numpy().copy()
+        else:
+            test = np.zeros(len(rows), bool)
+        n_read = len(pts) + pts.attrs.get(LEGEND_COUNTS, {}).get("dropped_by_legend", 0)
+        self.counts["points"] = self.counts.get("points", 0) + n_read
+        self.counts["dropped_edge"] = self.counts.get("dropped_edge", 0) + n_edge
+        self.counts["dropped_nodata"] = self.counts.get("dropped_nodata", 0) + int(nodata.sum())
+        return _Source(
+            raster,
+            points,
+            info,
+            cache,
+            rows,
+            cols,
+            self.legend.index_of(samples.codes),
+            usable,
+            test,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -229,97 +372,110 @@ class PointPatchDataModule(L.LightningDataModule):
         """
         if self._datasets:
             return
-        info = raster_info(self.raster)
-        self.bands = expand_band_patterns(info, self.band_patterns)
-        cache = RasterCache(self.raster, self.bands, cache_dir=self.cache_dir)
-        pts = read_points(self.points, self.class_column, crs=self.points_crs, legend=self.legend)
-        samples = locate(pts, info, self.legend, self.points)
-        h = self.patch_size // 2
-        n_total = len(pts)
-        rows, cols, codes = samples.rows, samples.cols, samples.codes
-
-        # Patches must lie inside the raster and hold no nodata.
-        inside = (rows >= h) & (rows < info.height - h) & (cols >= h) & (cols < info.width - h)
-        ok = _patch_valid(np.asarray(cache.valid), self.patch_size)
-        usable = inside.copy()
-        usable[inside] = ok[rows[inside] - h, cols[inside] - h]
-        dropped = int((~usable).sum())
-        if dropped:
-            log.warning(
-                "%s: %d points dropped (patch leaves the raster or touches nodata)",
-                self.points,
-                dropped,
-            )
-        # Test split.
-        if self.test_region is not None:
-            test = region_mask(self.test_region, info, "test_region")[
-                rows.clip(0, info.height - 1), cols.clip(0, info.width - 1)
-            ]
-        elif self.split_column and self.split_column in samples.frame.columns:
-            test = (samples.frame[self.split_column] == self.test_value).to_numpy().copy()
-        else:
-            test = np.zeros(len(rows), bool)
-        # Validation: whole spatial blocks of the remaining points.
-        rest = usable & ~test
-        blocks = (rows // self.block_size) * 100_000 + cols // self.block_size
+        self.counts = {}
+        sources = [self._locate(r, p) for r, p in self._pairs()]
+        # Validation: whole spatial blocks on the first raster's grid (shared by all rasters).
+        t0 = sources[0].info.transform
+        bw, bh = self.block_size * abs(t0.a), self.block_size * abs(t0.e)
+        blocks = [
+            np.floor((t0.f - s.ys) / bh).astype(np.int64) * 1_000_003
+            + np.floor((s.xs - t0.c) / bw).astype(np.int64)
+            for s in sources
+        ]
+        rest = [s.usable & ~s.test for s in sources]
+        all_blocks = np.concatenate([b[r] for b, r in zip(blocks, rest, strict=True)])
         rng = np.random.default_rng(self.seed)
-        val = np.zeros(len(rows), bool)
-        ids = rng.permutation(np.unique(blocks[rest]))
-        target = self.val_fraction * rest.sum()
-        for b in ids:
-            if val.sum() >= target:
+        chosen: set[int] = set()
+        n_val, target = 0, self.val_fraction * sum(int(r.sum()) for r in rest)
+        for b in rng.permutation(np.unique(all_blocks)):
+            if n_val >= target:
                 break
-            val |= rest & (blocks == b)
-        train = rest & ~val
-        # No training patch may reach an evaluation point.
-        eval_mask = np.zeros((info.height, info.width), bool)
-        eval_mask[rows[(val | test) & inside], cols[(val | test) & inside]] = True
-        near = grow(eval_mask, self.buffer)
-        too_close = train & near[rows.clip(0, info.height - 1), cols.clip(0, info.width - 1)]
-        train &= ~too_close
-        test &= usable
-        labels = self.legend.index_of(codes)
-        self.counts = {
-            "points": n_total,
-            "dropped_nodata_or_edge": dropped,
-            "dropped_near_evaluation": int(too_close.sum()),
-            "train": int(train.sum()),
-            "val": int(val.sum()),
-            "test": int(test.sum()),
-        }
+            chosen.add(int(b))
+            n_val += int((all_blocks == b).sum())
+        picked = np.fromiter(chosen, np.int64, len(chosen))
+        val = [r & np.isin(b, picked) for b, r in zip(blocks, rest, strict=True)]
+        # No training patch may reach an evaluation point of any raster.
+        ex = np.concatenate([s.xs[v | s.test] for s, v in zip(sources, val, strict=True)])
+        ey = np.concatenate([s.ys[v | s.test] for s, v in zip(sources, val, strict=True)])
+        splits: dict[str, list[tuple[_Source, np.ndarray]]] = {"train": [], "val": [], "test": []}
+        stats, dropped_near = [], 0
+        for s, v, r in zip(sources, val, rest, strict=True):
+            eval_mask = np.zeros((s.info.height, s.info.width), bool)
+            er, ec = points_to_pixels(ex, ey, s.info.transform)
+            on = (er >= 0) & (er < s.info.height) & (ec >= 0) & (ec < s.info.width)
+            eval_mask[er[on], ec[on]] = True
+            near = grow(eval_mask, self.buffer)
+            train = r & ~v
+            rr, cc = s.rows.clip(0, s.info.height - 1), s.cols.clip(0, s.info.width - 1)
+            too_close = train & near[rr, cc]
+            dropped_near += int(too_close.sum())
+            splits["train"].append((s, train & ~too_close))
+            splits["val"].append((s, v))
+            splits["test"].append((s, s.test & s.usable))
+            # Normalisation from pixels away from the evaluation points.
+            stats.append(_band_stats(s.cache, ~grow(eval_mask, self.buffer + self.patch_size)))
+        labels = {k: np.concatenate([s.labels[m] for s, m in v]) for k, v in splits.items()}
+        self.counts.update(
+            {
+                "rasters": len(sources),
+                "dropped_near_evaluation": dropped_near,
+                **{k: int(v.size) for k, v in labels.items()},
+            }
+        )
         log.info("point splits: %s", self.counts)
-        for name, sel in (("train", train), ("val", val)):
-            if not sel.any():
+        for name in ("train", "val"):
+            if not labels[name].size:
                 raise InputError(
                     f"{self.points}: the {name} split is empty after dropping unusable points; "
                     "add points, lower val_fraction or block_size"
                 )
-        present = np.bincount(labels[train], minlength=self.num_classes)
+        if not labels["test"].size:
+            log.warning(
+                "%s: no usable test point (split column %r = %r, or test_region): test metrics "
+                "will be empty",
+                self.points,
+                self.split_column,
+                self.test_value,
+            )
+        present = np.bincount(labels["train"], minlength=self.num_classes)
         missing = [self.legend.names[i] for i in range(self.num_classes) if present[i] == 0]
         if missing:
             raise InputError(
                 f"{self.points}: no usable training point of class(es) {missing} in "
-                f"{self.raster}; add points of these classes or drop them from the legend"
+                f"{self.raster}; add points of these classes or drop them with "
+                "data.legend={preset:NAME,drop:[CODES]}"
             )
-        # Normalisation from pixels away from the evaluation points.
-        exclude = grow(eval_mask, self.buffer + self.patch_size)
-        self.norm_stats = _band_stats(cache, ~exclude)
+        warn_rare_classes(present, self.legend, self.min_points_per_class, self.points)
+        self.norm_stats = _pool_stats(stats)
         freq = present / present.sum()
         self.class_weights = (1.0 / (freq * self.num_classes)).tolist()
+        # The class priors the loss is effectively trained under: inverse-frequency weights and
+        # balanced batches both make them uniform; without balancing they are the sample's.
+        uniform = self.balance in {"weights", "sampler"}
+        self.train_priors = (
+            [1.0 / self.num_classes] * self.num_classes if uniform else freq.tolist()
+        )
+        self._train_labels = labels["train"]
         mean = np.asarray(self.norm_stats["mean"], np.float32)
         std = np.asarray(self.norm_stats["std"], np.float32)
         self._datasets = {
-            name: PointPatches(
-                cache,
-                rows[sel],
-                cols[sel],
-                labels[sel],
-                self.patch_size,
-                mean,
-                std,
-                augment=self.augment and name == "train",
+            name: ConcatDataset(
+                [
+                    PointPatches(
+                        s.cache,
+                        s.rows[m],
+                        s.cols[m],
+                        s.labels[m],
+                        self.patch_size,
+                        mean,
+                        std,
+                        augment=self.augment and name == "train",
+                        fill_nodata=self.nodata_points == "fill",
+                    )
+                    for s, m in parts
+                ]
             )
-            for name, sel in (("train", train), ("val", val), ("test", test))
+            for name, parts in splits.items()
         }
 
     def _loader(self, name: str) -> DataLoader:
@@ -328,7 +484,7 @@ class PointPatchDataModule(L.LightningDataModule):
         ds = self._datasets[name]
         sampler = None
         if name == "train" and self.balance == "sampler":
-            weights = np.asarray(self.class_weights)[ds.labels]
+            weights = np.asarray(self.class_weights)[self._train_labels]
             sampler = WeightedRandomSampler(torch.as_tensor(weights), len(ds), replacement=True)
         return DataLoader(
             ds,
@@ -350,6 +506,34 @@ class PointPatchDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test patches."""
         return self._loader("test")
+
+
+def _nodata_bands(cache: RasterCache, rows: np.ndarray, cols: np.ndarray, size: int) -> dict:
+    """How many of these points' patches hold nodata (or non-finite values), per band."""
+    h = size // 2
+    nodata = cache.info.nodata
+    counts = np.zeros(len(cache.bands), np.int64)
+    for r, c in zip(rows, cols, strict=True):
+        patch = np.asarray(cache.data[:, r - h : r + h + 1, c - h : c + h + 1])
+        bad = ~np.isfinite(patch) if patch.dtype.kind == "f" else np.zeros(patch.shape, bool)
+        if nodata is not None and not np.isnan(nodata):
+            bad |= patch == nodata
+        counts += bad.reshape(len(cache.bands), -1).any(1)
+    return {b: int(n) for b, n in zip(cache.bands, counts, strict=True)}
+
+
+def _pool_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-band mean and std over several rasters, each weighted equally."""
+    if len(stats) == 1:
+        return stats[0]
+    mean = np.mean([s["mean"] for s in stats], axis=0)
+    second = np.mean([np.square(s["std"]) + np.square(s["mean"]) for s in stats], axis=0)
+    std = np.sqrt(np.maximum(second - mean**2, 1e-12))
+    return {
+        "mean": mean.tolist(),
+        "std": np.maximum(std, 1e-4).tolist(),
+        "bands": stats[0]["bands"],
+    }
 
 
 def _patch_valid(valid: np.ndarray, size: int) -> np.ndarray:

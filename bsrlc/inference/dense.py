@@ -9,6 +9,7 @@ nodata are nodata (0) in the map.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,10 @@ class ClassifyJob(RasterJob):
         probabilities: also write ``<dst>_proba.tif`` (uint8 probability x 254 per class, and a
             last band with the confidence, the top probability; 255 = nodata).
         model_id: identifies the model in the resume manifest (:func:`model_digest`).
+        temperature: calibration temperature of the logits (from training).
+        logit_offset: (K,) added to the calibrated logits: the class-prior correction
+            (:func:`correct_priors`), None for none. Probabilities are written after it.
+        decision_offset: (K,) further added before the arg max only (``decision=area``).
     """
 
     def __init__(
@@ -129,8 +134,16 @@ class ClassifyJob(RasterJob):
         tile: int = 512,
         probabilities: bool = False,
         model_id: str = "",
+        temperature: float = 1.0,
+        logit_offset: Sequence[float] | None = None,
+        decision_offset: Sequence[float] | None = None,
     ) -> None:
         self.src_path, self.dst_path = Path(src_path), Path(dst_path)
+        self.temperature = float(temperature)
+        self.logit_offset = None if logit_offset is None else [float(v) for v in logit_offset]
+        self.decision_offset = (
+            None if decision_offset is None else [float(v) for v in decision_offset]
+        )
         info = raster_info(self.src_path)
         self.indices = band_indices(info, bands)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
@@ -189,10 +202,15 @@ class ClassifyJob(RasterJob):
             "bands": self.indices,
             "halo": self.halo,
             "tile": self.tile,
+            "temperature": self.temperature,
+            "logit_offset": self.logit_offset,
+            "decision_offset": self.decision_offset,
         }
 
-    def compute(self, index: int, net: torch.nn.Module, device: torch.device) -> list[np.ndarray]:
-        """Classify one tile.
+    def logits(
+        self, index: int, net: torch.nn.Module, device: torch.device
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Calibrated logits of one tile (before any prior correction).
 
         Args:
             index: the unit.
@@ -200,7 +218,7 @@ class ClassifyJob(RasterJob):
             device: where it runs.
 
         Returns:
-            The codes (1, h, w) and, with probabilities, (K + 1, h, w) uint8.
+            ((K, h, w) float logits / temperature on the CPU, (h, w) bool valid input).
 
         Raises:
             InputError: if the raster cannot be read there (corrupt or truncated).
@@ -220,9 +238,31 @@ class ClassifyJob(RasterJob):
         data /= self.std
         data[:, ~valid] = 0.0  # nodata -> the band mean
         x = torch.from_numpy(data).to(device)
-        logits = classify_tile(net, x, halo).float().cpu()
+        logits = classify_tile(net, x, halo).float().cpu() / self.temperature
         core_valid = valid[halo : halo + int(window.height), halo : halo + int(window.width)]
-        codes = self.legend.code_of(logits.argmax(0).numpy())
+        return logits, core_valid
+
+    def compute(self, index: int, net: torch.nn.Module, device: torch.device) -> list[np.ndarray]:
+        """Classify one tile.
+
+        Args:
+            index: the unit.
+            net: the classifier.
+            device: where it runs.
+
+        Returns:
+            The codes (1, h, w) and, with probabilities, (K + 1, h, w) uint8.
+
+        Raises:
+            InputError: if the raster cannot be read there (corrupt or truncated).
+        """
+        logits, core_valid = self.logits(index, net, device)
+        if self.logit_offset is not None:
+            logits += torch.tensor(self.logit_offset, dtype=logits.dtype)[:, None, None]
+        decide = logits
+        if self.decision_offset is not None:
+            decide = logits + torch.tensor(self.decision_offset, dtype=logits.dtype)[:, None, None]
+        codes = self.legend.code_of(decide.argmax(0).numpy())
         codes[~core_valid] = 0
         out = [codes[None].astype(np.uint8)]
         if len(self.outputs) > 1:
@@ -232,6 +272,126 @@ class ClassifyJob(RasterJob):
             scaled[:, ~core_valid] = 255
             out.append(scaled)
         return out
+
+
+def sample_logits(
+    job: ClassifyJob,
+    net: torch.nn.Module,
+    device: str | torch.device = "cpu",
+    max_pixels: int = 400_000,
+    max_units: int = 16,
+    seed: int = 0,
+) -> np.ndarray:
+    """Calibrated logits of a random sample of a raster's valid pixels.
+
+    Whole units (tiles) are drawn at random (at most ``max_units``) and their valid pixels
+    subsampled, which is enough to estimate class shares over the raster.
+
+    Args:
+        job: the classification job of the raster.
+        net: the classifier.
+        device: where it runs.
+        max_pixels: the sample size.
+        max_units: tiles to classify for the sample.
+        seed: seed of the draw.
+
+    Returns:
+        (N, K) float64 logits (before any prior correction).
+
+    Raises:
+        InputError: if the raster has no valid pixel in the drawn tiles.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(job.units))[:max_units]
+    parts = []
+    for index in order:
+        logits, valid = job.logits(int(index), net, torch.device(device))
+        parts.append(logits.numpy()[:, valid].T)
+    z = np.concatenate(parts).astype(np.float64)
+    if z.shape[0] == 0:
+        raise InputError(
+            f"{job.src_path}: no valid pixel in {len(order)} sampled tiles; is the raster "
+            "all nodata?"
+        )
+    if z.shape[0] > max_pixels:
+        z = z[rng.choice(z.shape[0], max_pixels, replace=False)]
+    return z
+
+
+def correct_priors(
+    job: ClassifyJob,
+    net: torch.nn.Module,
+    train_priors: Sequence[float] | None,
+    priors: str | Sequence[float] | dict[str, float] = "em",
+    decision: str = "argmax",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Set a job's class-prior correction and decision rule from the raster itself.
+
+    ``priors="em"`` estimates the raster's class shares from the classifier's own calibrated
+    posteriors on a pixel sample (:func:`~bsrlc.inference.priors.em_priors`, Saerens et al.
+    2002); a list or a ``{class name: share}`` mapping gives them; ``"none"`` keeps the training
+    priors. ``decision="area"`` then shifts the arg max so that the map's class shares equal
+    those priors (:func:`~bsrlc.inference.priors.area_matching_offset`).
+
+    Args:
+        job: the job to set (``logit_offset`` and ``decision_offset``).
+        net: the classifier.
+        train_priors: (K,) priors the classifier was trained under (None: uniform).
+        priors: ``em``, ``none``, shares per class (in legend order) or per class name.
+        decision: ``argmax`` (Bayes: most probable class) or ``area`` (class shares kept).
+        device: where the sample is classified.
+        seed: seed of the pixel sample.
+
+    Returns:
+        ``{"priors": {name: share}, "train_priors": {...}, "decision": str}``.
+
+    Raises:
+        ConfigError: for an unknown option or shares that do not fit the legend.
+    """
+    from bsrlc.errors import ConfigError
+    from bsrlc.inference.priors import area_matching_offset, em_priors, prior_offset
+
+    names = job.legend.names
+    k = len(names)
+    train = np.asarray(train_priors if train_priors is not None else [1.0 / k] * k, np.float64)
+    if decision not in {"argmax", "area"}:
+        raise ConfigError(f"decision={decision}: use argmax or area")
+    if isinstance(priors, str) and priors not in {"em", "none"}:
+        raise ConfigError(f"priors={priors}: use em, none, or shares per class")
+    z = None
+    if isinstance(priors, str) and priors == "none":
+        target = train / train.sum()
+    elif isinstance(priors, str):
+        z = sample_logits(job, net, device, seed=seed)
+        p = np.exp(z - z.max(1, keepdims=True))
+        target = em_priors(p / p.sum(1, keepdims=True), train)
+    else:
+        if isinstance(priors, dict):
+            unknown = sorted(set(priors) - set(names))
+            if unknown:
+                raise ConfigError(f"priors: unknown class(es) {unknown}; the legend has {names}")
+            given = [float(priors.get(n, 0.0)) for n in names]
+        else:
+            given = [float(v) for v in priors]
+        if len(given) != k or min(given) < 0 or sum(given) <= 0:
+            raise ConfigError(f"priors={list(given)}: give {k} non-negative shares ({names})")
+        target = np.asarray(given) / sum(given)
+    offset = prior_offset(train, target)
+    if len(job.outputs) > 1:  # the priors the written probabilities are under (temporal pass)
+        job.outputs[1].tags["PRIORS"] = json.dumps([round(float(v), 6) for v in target])
+    job.logit_offset = None if isinstance(priors, str) and priors == "none" else offset.tolist()
+    job.decision_offset = None
+    if decision == "area":
+        if z is None:
+            z = sample_logits(job, net, device, seed=seed)
+        job.decision_offset = area_matching_offset(z + offset, target).tolist()
+    return {
+        "priors": {n: float(v) for n, v in zip(names, target, strict=True)},
+        "train_priors": {n: float(v) for n, v in zip(names, train / train.sum(), strict=True)},
+        "decision": decision,
+    }
 
 
 def classify_raster(
@@ -249,6 +409,10 @@ def classify_raster(
     device: str = "cpu",
     overwrite: bool = True,
     progress: bool = True,
+    temperature: float = 1.0,
+    train_priors: Sequence[float] | None = None,
+    priors: str | Sequence[float] | dict[str, float] = "none",
+    decision: str = "argmax",
 ) -> Path:
     """Write a class map (uint8 codes, colour table, 0 = nodata) of a feature raster.
 
@@ -270,6 +434,10 @@ def classify_raster(
         device: torch device.
         overwrite: replace existing outputs (and discard finished tiles).
         progress: show a progress bar.
+        temperature: calibration temperature (the checkpoint's ``temperature``).
+        train_priors: priors the classifier was trained under (the checkpoint's).
+        priors: class-prior correction, see :func:`correct_priors`.
+        decision: ``argmax`` or ``area``, see :func:`correct_priors`.
 
     Returns:
         The class map's path.
@@ -289,7 +457,16 @@ def classify_raster(
         tile,
         probabilities,
         model_id=model_digest(net),
+        temperature=temperature,
     )
+    correction = correct_priors(job, net, train_priors, priors, decision, device)
+    if correction["decision"] != "argmax" or priors != "none":
+        log.info(
+            "%s: class priors %s (%s)",
+            src_path,
+            ", ".join(f"{k} {v:.3f}" for k, v in correction["priors"].items()),
+            priors if isinstance(priors, str) else "given",
+        )
     if not overwrite and job.outputs[0].path.exists():
         raise InputError(f"{job.outputs[0].path}: output exists; pass overwrite=true")
     return run_local(job, net, device, overwrite=overwrite, progress=progress)[0]

@@ -66,3 +66,58 @@ def em_priors(
         if done:
             break
     return priors
+
+
+def prior_offset(train_priors: Sequence[float], priors: Sequence[float]) -> np.ndarray:
+    """The logit offset that turns posteriors under ``train_priors`` into ones under ``priors``.
+
+    Adding ``log(priors / train_priors)`` to logits is :func:`reweight` before the softmax.
+
+    Args:
+        train_priors: (K,) priors the classifier was trained under.
+        priors: (K,) target priors.
+
+    Returns:
+        (K,) offsets.
+    """
+    t = np.maximum(np.asarray(train_priors, np.float64), 1e-12)
+    p = np.maximum(np.asarray(priors, np.float64), 1e-12)
+    return np.log(p / p.sum()) - np.log(t / t.sum())
+
+
+def area_matching_offset(
+    logits: np.ndarray, shares: Sequence[float], max_iter: int = 200, tol: float = 1e-4
+) -> np.ndarray:
+    """Logit offsets whose arg max maps each class on the given share of the pixels.
+
+    The Bayes decision (arg max of prior-corrected posteriors) maps a confusable rare class on
+    less than its area, and a common one on more: it trades area for accuracy. For area
+    statistics the map's class shares should equal the estimated ones, so the per-class offsets
+    are moved until the arg max reproduces the target shares on the sample (a multiplicative
+    fixed point on the shares, damped).
+
+    Args:
+        logits: (N, K) logits of a pixel sample (already prior-corrected, if wanted).
+        shares: (K,) target share of each class.
+        max_iter: iteration limit.
+        tol: stop when every share is within this of its target.
+
+    Returns:
+        (K,) offsets to add to ``logits``.
+
+    Raises:
+        ValueError: for misshaped input.
+    """
+    z = np.asarray(logits, np.float64)
+    target = np.asarray(shares, np.float64)
+    if z.ndim != 2 or z.shape[1] != target.size or z.shape[0] == 0:
+        raise ValueError(f"logits must be (N, {target.size}) with N > 0, got {z.shape}")
+    target = np.maximum(target / target.sum(), 1.0 / z.shape[0])
+    offset = np.zeros(target.size)
+    for _ in range(max_iter):
+        mapped = np.bincount((z + offset).argmax(1), minlength=target.size) / z.shape[0]
+        if np.abs(mapped - target).max() < tol:
+            break
+        offset += 0.5 * (np.log(target) - np.log(np.maximum(mapped, 0.5 / z.shape[0])))
+        offset -= offset.mean()
+    return offset

@@ -26,6 +26,40 @@ from bsrlc.tasks.panels import log_image, plain
 log = logging.getLogger(__name__)
 
 
+def fit_temperature(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> float:
+    """The temperature that makes softmax(logits / T) calibrated (Guo et al. 2017).
+
+    Minimises the (class-weighted, as in training) negative log-likelihood of held-out
+    predictions over one scalar, so the arg max and the accuracy do not change; only the
+    confidence does. Calibrated probabilities are what class-prior correction needs.
+
+    Args:
+        logits: (N, K) held-out logits.
+        labels: (N,) their classes.
+        weights: (K,) class weights of the loss (None: unweighted).
+
+    Returns:
+        T > 0 (1.0 when there is nothing to fit).
+    """
+    if logits.numel() == 0:
+        return 1.0
+    logits, labels = logits.double(), labels.long()
+    w = None if weights is None else weights.double()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels, weight=w)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    t = float(log_t.detach().exp())
+    return t if np.isfinite(t) else 1.0
+
+
 class CentrePatchTask(L.LightningModule):
     """Train a centre-patch classifier on point-centred patches.
 
@@ -79,6 +113,12 @@ class CentrePatchTask(L.LightningModule):
         self.register_buffer("norm_mean", torch.zeros(in_channels))
         self.register_buffer("norm_std", torch.ones(in_channels))
         self.register_buffer("loss_weights", torch.ones(n_classes))
+        # Calibration and the priors the loss trains under: stored with the weights so that
+        # mapping can correct the probabilities to the landscape's priors.
+        self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("train_priors", torch.full((n_classes,), 1.0 / n_classes))
+        self._val_logits: list[Tensor] = []
+        self._val_labels: list[Tensor] = []
         self.n_classes = n_classes
         metrics = MetricCollection(
             {
@@ -112,8 +152,15 @@ class CentrePatchTask(L.LightningModule):
         if stage == "fit":
             self.norm_mean.copy_(torch.tensor(dm.norm_stats["mean"]))
             self.norm_std.copy_(torch.tensor(dm.norm_stats["std"]))
-            if self.hparams.class_weighting and dm.balance == "weights" and dm.class_weights:
+            weighted = self.hparams.class_weighting and dm.balance == "weights"
+            if weighted and dm.class_weights:
                 self.loss_weights.copy_(torch.tensor(dm.class_weights))
+            priors = getattr(dm, "train_priors", None)
+            if priors is not None:
+                if dm.balance == "weights" and not self.hparams.class_weighting:
+                    counts = np.asarray(dm.class_weights, np.float64) ** -1.0
+                    priors = (counts / counts.sum()).tolist()  # unweighted loss: the sample's
+                self.train_priors.copy_(torch.tensor(priors, dtype=torch.float32))
 
     def configure_optimizers(self) -> Any:
         """AdamW (or the configured optimiser) and an optional epoch-wise scheduler.
@@ -145,6 +192,8 @@ class CentrePatchTask(L.LightningModule):
             "patch_size": int(getattr(self.net, "patch_size", 1)),
             "halo": int(getattr(self.net, "halo", 0)),
             "dense": bool(hasattr(self.net, "forward_dense")),
+            "temperature": float(self.temperature),
+            "train_priors": self.train_priors.tolist(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -183,6 +232,9 @@ class CentrePatchTask(L.LightningModule):
             label_smoothing=self.hparams.label_smoothing,
         )
         preds = logits.argmax(1)
+        if stage == "val" and self._trainer is not None and not self.trainer.sanity_checking:
+            self._val_logits.append(logits.detach().float().cpu())
+            self._val_labels.append(y.detach().cpu())
         getattr(self, f"{stage}_metrics").update(preds, y)
         if stage != "train":
             getattr(self, f"{stage}_confusion").update(preds, y)
@@ -273,8 +325,19 @@ class CentrePatchTask(L.LightningModule):
         self._epoch_end("train")
 
     def on_validation_epoch_end(self) -> None:
-        """Log validation metrics and the confusion matrix."""
+        """Log validation metrics and the confusion matrix; calibrate on the validation set."""
         self._epoch_end("val")
+        if self._val_logits:
+            logits = torch.cat(self._val_logits)
+            labels = torch.cat(self._val_labels)
+            self._val_logits, self._val_labels = [], []
+            if self.trainer.world_size > 1:  # every rank fits on all validation points
+                logits = self.all_gather(logits).flatten(0, 1).cpu()
+                labels = self.all_gather(labels).flatten(0, 1).cpu()
+            weights = self.loss_weights.cpu() if self.hparams.class_weighting else None
+            t = fit_temperature(logits, labels, weights)
+            self.temperature.fill_(t)
+            self.log("val/temperature", t, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics and the confusion matrix."""

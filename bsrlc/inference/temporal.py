@@ -1,0 +1,239 @@
+"""Consistent maps over time: a hidden Markov model over each pixel's per-period class.
+
+Periods mapped independently flicker: a pixel whose probabilities are close between two classes
+changes class and back between periods although nothing happened. Treating each pixel's class
+sequence as a Markov chain (transition matrix ``A``; built-up land rarely reverts) and each
+period's calibrated class probabilities as its evidence, the Viterbi algorithm finds the most
+probable sequence of classes. Real, well-supported change survives; isolated flips whose
+evidence is weaker than the transition's cost do not.
+
+Evidence: a classifier gives posteriors ``p_t(c | x_t)`` under its period's priors ``pi_t``;
+the likelihood the HMM needs is ``p(x_t | c) ∝ p_t(c | x_t) / pi_t(c)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bsrlc.data.legend import Legend
+from bsrlc.errors import ConfigError, InputError
+from bsrlc.inference.jobs import OutputSpec, RasterJob, source_fingerprint
+from bsrlc.raster import block_windows, open_raster, raster_info
+
+
+def transition_matrix(
+    names: Sequence[str],
+    stay: float = 0.9,
+    transitions: Mapping[str, Mapping[str, float]] | None = None,
+) -> np.ndarray:
+    """A row-stochastic class transition matrix between consecutive periods.
+
+    Args:
+        names: class names, in legend order.
+        stay: probability that a class stays the same; the rest is shared equally among the
+            other classes.
+        transitions: explicit probabilities ``{from: {to: p}}`` that replace the defaults of
+            those cells (each row is then renormalised), e.g. a small probability for
+            ``residential buildings -> non built-up``.
+
+    Returns:
+        (K, K) matrix, rows summing to 1.
+
+    Raises:
+        ConfigError: for a probability outside [0, 1] or an unknown class name.
+    """
+    k = len(names)
+    if not 0.0 < stay <= 1.0:
+        raise ConfigError(f"temporal.stay={stay}: give a probability in (0, 1]")
+    off = (1.0 - stay) / max(k - 1, 1)
+    a = np.full((k, k), off)
+    np.fill_diagonal(a, stay)
+    for src, row in (transitions or {}).items():
+        for dst, p in row.items():
+            for name in (src, dst):
+                if name not in names:
+                    raise ConfigError(
+                        f"temporal.transitions: unknown class {name!r}; the legend has "
+                        f"{list(names)}"
+                    )
+            if not 0.0 <= float(p) <= 1.0:
+                raise ConfigError(f"temporal.transitions.{src}.{dst}={p}: give a probability")
+            a[names.index(src), names.index(dst)] = float(p)
+    rows = a.sum(1, keepdims=True)
+    if (rows <= 0).any():
+        raise ConfigError("temporal.transitions: a class has no allowed transition; fix its row")
+    return a / rows
+
+
+def viterbi(
+    log_evidence: np.ndarray, log_transition: np.ndarray, log_initial: np.ndarray
+) -> np.ndarray:
+    """Most probable class sequence of every pixel (vectorised over pixels).
+
+    Args:
+        log_evidence: (T, K, N) log-likelihood of each class at each period and pixel.
+        log_transition: (K, K) log transition probabilities (from row to column).
+        log_initial: (K,) log prior of the first period's class.
+
+    Returns:
+        (T, N) class indices.
+    """
+    t_len, k, n = log_evidence.shape
+    back = np.empty((t_len, k, n), np.uint8 if k < 256 else np.int32)
+    delta = log_initial[:, None] + log_evidence[0]  # (K, N)
+    for t in range(1, t_len):
+        scores = delta[:, None, :] + log_transition[:, :, None]  # (K from, K to, N)
+        back[t] = scores.argmax(0)
+        delta = np.take_along_axis(scores, back[t][None].astype(np.intp), 0)[0] + log_evidence[t]
+    path = np.empty((t_len, n), np.intp)
+    path[-1] = delta.argmax(0)
+    for t in range(t_len - 1, 0, -1):
+        path[t - 1] = np.take_along_axis(back[t], path[t][None], 0)[0]
+    return path
+
+
+def smooth_probabilities(
+    proba: np.ndarray,
+    transition: np.ndarray,
+    priors: Sequence[Sequence[float]] | None = None,
+    eps: float = 1e-4,
+) -> np.ndarray:
+    """Class indices per period from per-period posteriors, made consistent by :func:`viterbi`.
+
+    Args:
+        proba: (T, K, ...) posteriors of each period (rows over K sum to 1).
+        transition: (K, K) transition matrix.
+        priors: (T, K) priors each period's posteriors were computed under (None: uniform);
+            the first period's are also the initial distribution.
+        eps: floor of the probabilities (a probability of 0 would forbid a class outright).
+
+    Returns:
+        (T, ...) class indices.
+    """
+    t_len, k = proba.shape[:2]
+    spatial = proba.shape[2:]
+    p = np.maximum(proba.reshape(t_len, k, -1).astype(np.float64), eps)
+    pi = (
+        np.full((t_len, k), 1.0 / k)
+        if priors is None
+        else np.maximum(np.asarray(priors, np.float64), eps)
+    )
+    log_ev = np.log(p) - np.log(pi)[:, :, None]
+    path = viterbi(log_ev, np.log(np.maximum(transition, 1e-12)), np.log(pi[0]))
+    return path.reshape(t_len, *spatial)
+
+
+def _tagged_priors(path: Path, k: int) -> list[float]:
+    """The priors a probability raster's posteriors are under (its PRIORS tag), else uniform."""
+    with open_raster(path) as src:
+        tag = src.tags().get("PRIORS")
+    priors = json.loads(tag) if tag else [1.0 / k] * k
+    if len(priors) != k:
+        raise InputError(f"{path}: PRIORS tag has {len(priors)} values for {k} classes; rewrite it")
+    return [float(v) for v in priors]
+
+
+class TemporalJob(RasterJob):
+    """Class maps of several periods made consistent, from their probability rasters.
+
+    Reads the periods' ``*_proba.tif`` (written by
+    :class:`~bsrlc.inference.dense.ClassifyJob` with ``probabilities=True``) window by window,
+    runs :func:`smooth_probabilities` per pixel and writes one class map per period.
+
+    Args:
+        proba_paths: the periods' probability rasters, in time order (one grid).
+        dst_paths: the class maps to write, one per period.
+        template: the class-map output of one period (colours, categories, tags to copy).
+        legend: the classes, in the probability rasters' band order.
+        transition: (K, K) transition matrix.
+        priors: (T, K) priors each period's probabilities were computed under (None: the
+            ``PRIORS`` tag of each probability raster, written by the prior correction, else
+            uniform).
+        tile: unit edge in pixels.
+    """
+
+    def __init__(
+        self,
+        proba_paths: Sequence[Path],
+        dst_paths: Sequence[Path],
+        template: OutputSpec,
+        legend: Legend,
+        transition: np.ndarray,
+        priors: Sequence[Sequence[float]] | None = None,
+        tile: int = 512,
+    ) -> None:
+        if len(proba_paths) != len(dst_paths) or len(proba_paths) < 2:
+            raise ConfigError("temporal smoothing needs two or more periods, one output each")
+        self.proba_paths = [Path(p) for p in proba_paths]
+        infos = [raster_info(p) for p in self.proba_paths]
+        first = infos[0]
+        for info in infos[1:]:
+            if (info.width, info.height, info.transform) != (
+                first.width,
+                first.height,
+                first.transform,
+            ):
+                raise InputError(
+                    f"{info.path}: not on the grid of {first.path}; temporal smoothing needs "
+                    "every period on one grid (warp the inputs onto one grid first)"
+                )
+        self.k = first.count - 1  # the last band is the confidence
+        self.transition = np.asarray(transition, np.float64)
+        if priors is None:
+            priors = [_tagged_priors(p, self.k) for p in self.proba_paths]
+        self.priors = np.asarray(priors, np.float64).tolist()
+        self.legend = legend
+        if len(legend) != self.k:
+            raise InputError(
+                f"{first.path}: {self.k} class probabilities for a legend of {len(legend)} "
+                "classes; the probability rasters come from another model"
+            )
+        self.tile = int(tile)
+        self.units = block_windows(first.width, first.height, self.tile)
+        self.outputs = [
+            replace(template, path=Path(d), tags=dict(template.tags)) for d in dst_paths
+        ]
+        self._src: list[Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_src": None}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The probability rasters, the transition matrix and the priors."""
+        return {
+            "task": "temporal",
+            "sources": [source_fingerprint(p) for p in self.proba_paths],
+            "transition": self.transition.round(12).tolist(),
+            "priors": self.priors,
+            "tile": self.tile,
+        }
+
+    def compute(self, index: int, net: torch.nn.Module, device: torch.device) -> list[np.ndarray]:
+        """Smooth one window of every period.
+
+        Args:
+            index: the unit.
+            net: unused (the job needs no network).
+            device: unused.
+
+        Returns:
+            One (1, h, w) uint8 class map per period.
+        """
+        if self._src is None:
+            self._src = [open_raster(p) for p in self.proba_paths]
+        window = self.units[index]
+        scaled = np.stack([s.read(list(range(1, self.k + 1)), window=window) for s in self._src])
+        valid = (scaled != 255).all(1)  # (T, h, w)
+        proba = scaled.astype(np.float64) / 254.0
+        proba /= np.maximum(proba.sum(1, keepdims=True), 1e-9)
+        idx = smooth_probabilities(proba, self.transition, self.priors)
+        codes = self.legend.code_of(idx).astype(np.uint8)
+        codes[~valid] = 0
+        return [c[None] for c in codes]

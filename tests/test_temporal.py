@@ -1,0 +1,67 @@
+"""The HMM / Viterbi pass over periods removes flicker and keeps supported change."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from bsrlc.errors import ConfigError
+from bsrlc.inference.temporal import smooth_probabilities, transition_matrix, viterbi
+
+
+def _brute_force(log_ev, log_a, log_pi):
+    t_len, k = log_ev.shape
+    best, arg = -np.inf, None
+    for seq in itertools.product(range(k), repeat=t_len):
+        s = log_pi[seq[0]] + log_ev[0, seq[0]]
+        s += sum(log_a[seq[t - 1], seq[t]] + log_ev[t, seq[t]] for t in range(1, t_len))
+        if s > best:
+            best, arg = s, seq
+    return np.array(arg)
+
+
+def test_viterbi_equals_exhaustive_search():
+    rng = np.random.default_rng(0)
+    t_len, k, n = 4, 3, 200
+    log_ev = np.log(rng.dirichlet(np.ones(k), size=(t_len, n))).transpose(0, 2, 1)
+    a = rng.dirichlet(np.ones(k) * 2, size=k)
+    pi = rng.dirichlet(np.ones(k))
+    path = viterbi(log_ev, np.log(a), np.log(pi))
+    for i in range(n):
+        np.testing.assert_array_equal(
+            path[:, i], _brute_force(log_ev[:, :, i], np.log(a), np.log(pi))
+        )
+
+
+def test_smoothing_removes_a_weak_flip_and_keeps_strong_change():
+    # pixel 0: class 0, a weak flip to 1 in period 2, back to 0: flicker
+    # pixel 1: class 0, then confidently class 1 from period 2 on: real change
+    proba = np.array(
+        [
+            [[0.9, 0.1], [0.98, 0.02]],
+            [[0.45, 0.55], [0.05, 0.95]],
+            [[0.9, 0.1], [0.05, 0.95]],
+            [[0.9, 0.1], [0.05, 0.95]],
+        ]
+    ).transpose(0, 2, 1)  # (T, K, N)
+    independent = proba.argmax(1)
+    assert independent[:, 0].tolist() == [0, 1, 0, 0]
+    smoothed = smooth_probabilities(proba, transition_matrix(["a", "b"], stay=0.9))
+    assert smoothed[:, 0].tolist() == [0, 0, 0, 0]
+    assert smoothed[:, 1].tolist() == [0, 1, 1, 1]
+    # with no cost of changing, the independent maps come back
+    free = smooth_probabilities(proba, transition_matrix(["a", "b"], stay=0.5))
+    np.testing.assert_array_equal(free, independent)
+
+
+def test_transition_matrix_overrides_and_errors():
+    names = ["built", "open", "green"]
+    a = transition_matrix(names, 0.8, {"built": {"green": 0.0}})
+    np.testing.assert_allclose(a.sum(1), 1.0)
+    assert a[0, 2] == 0.0 and a[0, 0] > 0.8
+    with pytest.raises(ConfigError, match="unknown class 'water'"):
+        transition_matrix(names, 0.8, {"water": {"built": 0.1}})
+    with pytest.raises(ConfigError, match="stay"):
+        transition_matrix(names, 0.0)
