@@ -319,26 +319,20 @@ def smooth_periods(
     Returns:
         Period label -> smoothed class map.
     """
-    from bsrlc.inference.jobs import run_local
-    from bsrlc.inference.temporal import TemporalJob, transition_matrix
+    from bsrlc.inference.temporal import smooth_maps
 
     t = cfg.temporal
-    matrix = transition_matrix(
-        legend.names, float(t.get("stay", 0.9)), _plain(t.get("transitions")) or None
-    )
     dst = [out_dir / j.dst_path.name.replace("_map_independent", "_map") for j in jobs]
-    tjob = TemporalJob(
+    written = smooth_maps(
         [j.outputs[1].path for j in jobs],
         dst,
-        jobs[0].outputs[0],
         legend,
-        matrix,
+        float(t.get("stay", 0.9)),
+        _plain(t.get("transitions")) or None,
         tile=int(cfg.tile),
+        overwrite=bool(cfg.overwrite),
     )
-    if outputs_exist(tjob) and not bool(cfg.overwrite):
-        return dict(zip(labels, dst, strict=True))
-    run_local(tjob, torch.nn.Identity(), "cpu", overwrite=bool(cfg.overwrite), progress=False)
-    return dict(zip(labels, dst, strict=True))
+    return dict(zip(labels, written, strict=True))
 
 
 def trainer_arguments(cfg: Any) -> dict[str, Any]:

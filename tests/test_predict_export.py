@@ -241,3 +241,75 @@ def test_predict_bad_inputs_are_one_line_errors(tmp_path, tiny_stms, checkpoints
 def test_export_creates_missing_parent_folders(tmp_path, checkpoints):
     out = export_bundle(checkpoints[1], tmp_path / "new" / "deeper" / "cls")
     assert (out / "metadata.json").exists()
+
+
+def test_prior_correction_and_area_decision_move_the_map(tmp_path, tiny_stms, checkpoints):
+    model = load_checkpoint(checkpoints[1])
+    legend = Legend.from_config(model.meta["legend"])
+    assert model.meta["train_priors"] == pytest.approx([0.25] * 4)  # balanced: class weights
+    assert model.meta["temperature"] > 0
+    src = tiny_stms["sentinel2"]["2019"]
+    args = (model.bands, model.mean, model.std, legend, model.meta["halo"])
+    common = {"progress": False, "temperature": model.meta["temperature"]}
+
+    def shares(path):
+        codes = rasterio.open(path).read(1)
+        return np.array([(codes == c).mean() for c in legend.codes])
+
+    plain = shares(classify_raster(model.net, src, tmp_path / "a.tif", *args, **common))
+    given = {n: s for n, s in zip(legend.names, [0.05, 0.05, 0.1, 0.8], strict=True)}
+    bayes = shares(
+        classify_raster(model.net, src, tmp_path / "b.tif", *args, priors=given, **common)
+    )
+    area = shares(
+        classify_raster(
+            model.net, src, tmp_path / "c.tif", *args, priors=given, decision="area", **common
+        )
+    )
+    # a landscape said to be 80 % non built-up gets more of it mapped than under equal priors
+    assert bayes[3] > plain[3]
+    # and the area-matched decision maps each class on the given share
+    np.testing.assert_allclose(area, list(given.values()), atol=0.02)
+
+
+def test_predict_hmm_over_periods_and_bad_priors(tmp_path, tiny_stms, checkpoints):
+    from bsrlc.evaluation.maps import flicker, read_map
+
+    _, cls = checkpoints
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    years = ("2001", "2007", "2013", "2019")
+    for y in years:
+        (inputs / f"landsat_{y}.tif").symlink_to(tiny_stms["landsat"][y])
+    out = tmp_path / "out"
+    res = _predict(f"model={cls}", f"input={inputs}", f"out_dir={out}", "temporal.mode=hmm")
+    assert res.returncode == 0, res.stderr
+    smooth = [read_map(out / f"landsat_{y}_map.tif")[0] for y in years]
+    indep = [read_map(out / f"landsat_{y}_map_independent.tif")[0] for y in years]
+    assert (out / "landsat_2019_map_independent_proba.tif").exists()
+    assert flicker(smooth) <= flicker(indep)
+    assert (
+        read_category_names(out / "landsat_2019_map.tif")[1:]
+        == Legend.from_config(load_checkpoint(cls).meta["legend"]).names
+    )
+    # independent periods (stay=0): the smoothed maps are the independent ones
+    free = tmp_path / "free"
+    res = _predict(
+        f"model={cls}",
+        f"input={inputs}",
+        f"out_dir={free}",
+        "temporal.mode=hmm",
+        "temporal.stay=0",
+    )
+    assert res.returncode == 0, res.stderr
+    for y, ind in zip(years, indep, strict=True):
+        assert (read_map(free / f"landsat_{y}_map.tif")[0] == ind).mean() > 0.99
+    for bad, msg in (
+        ("priors=often", "priors=often: use em, none, or shares per class"),
+        ("priors={nope: 1.0}", "priors: unknown class(es) ['nope']"),
+        ("decision=vote", "decision=vote: use argmax or area"),
+        ("temporal.mode=crf", "temporal.mode=crf: use none or hmm"),
+    ):
+        err = _predict(f"model={cls}", f"input={inputs}", f"out_dir={tmp_path / 'bad'}", bad)
+        assert err.returncode == 2 and msg in err.stderr, (bad, err.stderr)
+        assert len(err.stderr.strip().splitlines()) == 1

@@ -48,20 +48,25 @@ def test_smoothing_removes_a_weak_flip_and_keeps_strong_change():
     ).transpose(0, 2, 1)  # (T, K, N)
     independent = proba.argmax(1)
     assert independent[:, 0].tolist() == [0, 1, 0, 0]
-    smoothed = smooth_probabilities(proba, transition_matrix(["a", "b"], stay=0.9))
+    smoothed = smooth_probabilities(proba, ["a", "b"], stay=0.8)
     assert smoothed[:, 0].tolist() == [0, 0, 0, 0]
     assert smoothed[:, 1].tolist() == [0, 1, 1, 1]
-    # with no cost of changing, the independent maps come back
-    free = smooth_probabilities(proba, transition_matrix(["a", "b"], stay=0.5))
+    # independent periods (stay=0): the independent maps come back, whatever the priors
+    priors = [[0.7, 0.3], [0.6, 0.4], [0.5, 0.5], [0.5, 0.5]]
+    free = smooth_probabilities(proba, ["a", "b"], stay=0.0, priors=priors)
     np.testing.assert_array_equal(free, independent)
 
 
 def test_transition_matrix_overrides_and_errors():
     names = ["built", "open", "green"]
+    # sticky chain: stay, else redraw from the period's priors
+    a = transition_matrix(names, 0.8, priors=[0.1, 0.2, 0.7])
+    np.testing.assert_allclose(a[0], [0.8 + 0.02, 0.04, 0.14])
+    np.testing.assert_allclose([0.1, 0.2, 0.7] @ a, [0.1, 0.2, 0.7])  # keeps the shares
     a = transition_matrix(names, 0.8, {"built": {"green": 0.0}})
     np.testing.assert_allclose(a.sum(1), 1.0)
     assert a[0, 2] == 0.0 and a[0, 0] > 0.8
     with pytest.raises(ConfigError, match="unknown class 'water'"):
         transition_matrix(names, 0.8, {"water": {"built": 0.1}})
     with pytest.raises(ConfigError, match="stay"):
-        transition_matrix(names, 0.0)
+        transition_matrix(names, 1.5)

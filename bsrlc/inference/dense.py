@@ -96,6 +96,33 @@ def classify_tile(
     return torch.stack(rows, dim=1)  # (K, h, w)
 
 
+def class_map_output(path: Path, legend: Legend, grid: dict[str, Any]) -> OutputSpec:
+    """The output of a uint8 class map: colour table, category names, legend tags.
+
+    Args:
+        path: the map's path.
+        legend: its classes.
+        grid: ``crs``, ``transform``, ``width`` and ``height``.
+
+    Returns:
+        The output spec (GIS-readable classes; MODE overviews come with the colour table).
+    """
+    categories = category_names(
+        {c.code: c.name for c in legend.classes}, None if 0 in legend.codes else 0
+    )
+    return OutputSpec(
+        Path(path),
+        count=1,
+        dtype="uint8",
+        nodata=0,
+        descriptions=["CLASS"],
+        colormap=legend.colormap(),
+        categories=categories,
+        tags={"LEGEND": legend.name, **{f"CLASS_{c.code}": c.name for c in legend.classes}},
+        **grid,
+    )
+
+
 class ClassifyJob(RasterJob):
     """A class map (and optionally its probabilities) of a feature raster, in tiles.
 
@@ -157,24 +184,7 @@ class ClassifyJob(RasterJob):
             "width": info.width,
             "height": info.height,
         }
-        names = {f"CLASS_{c.code}": c.name for c in legend.classes}
-        # GIS-readable classes: colour table, category names (index = code), MODE overviews
-        categories = category_names(
-            {c.code: c.name for c in legend.classes}, None if 0 in legend.codes else 0
-        )
-        self.outputs = [
-            OutputSpec(
-                self.dst_path,
-                count=1,
-                dtype="uint8",
-                nodata=0,
-                descriptions=["CLASS"],
-                colormap=legend.colormap(),
-                categories=categories,
-                tags={"LEGEND": legend.name, **names},
-                **grid,
-            )
-        ]
+        self.outputs = [class_map_output(self.dst_path, legend, grid)]
         if probabilities:
             self.outputs.append(
                 OutputSpec(

@@ -86,20 +86,21 @@ def prior_offset(train_priors: Sequence[float], priors: Sequence[float]) -> np.n
 
 
 def area_matching_offset(
-    logits: np.ndarray, shares: Sequence[float], max_iter: int = 200, tol: float = 1e-4
+    logits: np.ndarray, shares: Sequence[float], max_iter: int = 100, tol: float = 1e-3
 ) -> np.ndarray:
     """Logit offsets whose arg max maps each class on the given share of the pixels.
 
     The Bayes decision (arg max of prior-corrected posteriors) maps a confusable rare class on
     less than its area, and a common one on more: it trades area for accuracy. For area
-    statistics the map's class shares should equal the estimated ones, so the per-class offsets
-    are moved until the arg max reproduces the target shares on the sample (a multiplicative
-    fixed point on the shares, damped).
+    statistics the map's class shares should equal the estimated ones. With the other classes'
+    offsets fixed, class ``c`` wins a pixel when ``z_c + b_c > max_j (z_j + b_j)``, so the
+    ``b_c`` that gives it share ``s_c`` is a quantile of ``max_j (z_j + b_j) - z_c``; cycling
+    over the classes (Gauss-Seidel) converges in a few rounds.
 
     Args:
         logits: (N, K) logits of a pixel sample (already prior-corrected, if wanted).
         shares: (K,) target share of each class.
-        max_iter: iteration limit.
+        max_iter: rounds over the classes at most.
         tol: stop when every share is within this of its target.
 
     Returns:
@@ -112,12 +113,14 @@ def area_matching_offset(
     target = np.asarray(shares, np.float64)
     if z.ndim != 2 or z.shape[1] != target.size or z.shape[0] == 0:
         raise ValueError(f"logits must be (N, {target.size}) with N > 0, got {z.shape}")
-    target = np.maximum(target / target.sum(), 1.0 / z.shape[0])
-    offset = np.zeros(target.size)
+    target = target / target.sum()
+    k = target.size
+    offset = np.zeros(k)
     for _ in range(max_iter):
-        mapped = np.bincount((z + offset).argmax(1), minlength=target.size) / z.shape[0]
+        for c in range(k):
+            others = np.delete(z + offset, c, axis=1).max(1) - z[:, c]
+            offset[c] = np.quantile(others, target[c]) if target[c] > 0 else -1e6
+        mapped = np.bincount((z + offset).argmax(1), minlength=k) / z.shape[0]
         if np.abs(mapped - target).max() < tol:
             break
-        offset += 0.5 * (np.log(target) - np.log(np.maximum(mapped, 0.5 / z.shape[0])))
-        offset -= offset.mean()
-    return offset
+    return offset - offset[target > 0].mean()

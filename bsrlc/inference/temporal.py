@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ import torch
 
 from bsrlc.data.legend import Legend
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.inference.jobs import OutputSpec, RasterJob, source_fingerprint
+from bsrlc.inference.dense import class_map_output
+from bsrlc.inference.jobs import RasterJob, run_local, source_fingerprint
 from bsrlc.raster import block_windows, open_raster, raster_info
 
 
@@ -32,16 +32,21 @@ def transition_matrix(
     names: Sequence[str],
     stay: float = 0.9,
     transitions: Mapping[str, Mapping[str, float]] | None = None,
+    priors: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """A row-stochastic class transition matrix between consecutive periods.
+    """A row-stochastic class transition matrix into a period.
+
+    A "sticky" chain: a pixel keeps its class with probability ``stay``, otherwise its class
+    is drawn afresh from the period's class priors, so ``stay=0`` makes the periods independent
+    (the smoothed maps are the independent ones) and the chain keeps each period's class shares.
 
     Args:
         names: class names, in legend order.
-        stay: probability that a class stays the same; the rest is shared equally among the
-            other classes.
-        transitions: explicit probabilities ``{from: {to: p}}`` that replace the defaults of
-            those cells (each row is then renormalised), e.g. a small probability for
+        stay: probability that a class stays the same from one period to the next.
+        transitions: explicit probabilities ``{from: {to: p}}`` that replace those cells (each
+            row is then renormalised), e.g. a small probability for
             ``residential buildings -> non built-up``.
+        priors: (K,) class priors of the period the chain moves into (None: uniform).
 
     Returns:
         (K, K) matrix, rows summing to 1.
@@ -50,11 +55,10 @@ def transition_matrix(
         ConfigError: for a probability outside [0, 1] or an unknown class name.
     """
     k = len(names)
-    if not 0.0 < stay <= 1.0:
-        raise ConfigError(f"temporal.stay={stay}: give a probability in (0, 1]")
-    off = (1.0 - stay) / max(k - 1, 1)
-    a = np.full((k, k), off)
-    np.fill_diagonal(a, stay)
+    if not 0.0 <= stay <= 1.0:
+        raise ConfigError(f"temporal.stay={stay}: give a probability in [0, 1]")
+    pi = np.full(k, 1.0 / k) if priors is None else np.asarray(priors, np.float64)
+    a = stay * np.eye(k) + (1.0 - stay) * (pi / pi.sum())[None, :]
     for src, row in (transitions or {}).items():
         for dst, p in row.items():
             for name in (src, dst):
@@ -79,17 +83,19 @@ def viterbi(
 
     Args:
         log_evidence: (T, K, N) log-likelihood of each class at each period and pixel.
-        log_transition: (K, K) log transition probabilities (from row to column).
+        log_transition: (K, K) log transition probabilities (from row to column), or
+            (T - 1, K, K): one matrix into each period after the first.
         log_initial: (K,) log prior of the first period's class.
 
     Returns:
         (T, N) class indices.
     """
     t_len, k, n = log_evidence.shape
+    log_a = np.broadcast_to(log_transition, (max(t_len - 1, 1), k, k))
     back = np.empty((t_len, k, n), np.uint8 if k < 256 else np.int32)
     delta = log_initial[:, None] + log_evidence[0]  # (K, N)
     for t in range(1, t_len):
-        scores = delta[:, None, :] + log_transition[:, :, None]  # (K from, K to, N)
+        scores = delta[:, None, :] + log_a[t - 1][:, :, None]  # (K from, K to, N)
         back[t] = scores.argmax(0)
         delta = np.take_along_axis(scores, back[t][None].astype(np.intp), 0)[0] + log_evidence[t]
     path = np.empty((t_len, n), np.intp)
@@ -101,7 +107,9 @@ def viterbi(
 
 def smooth_probabilities(
     proba: np.ndarray,
-    transition: np.ndarray,
+    names: Sequence[str],
+    stay: float = 0.9,
+    transitions: Mapping[str, Mapping[str, float]] | None = None,
     priors: Sequence[Sequence[float]] | None = None,
     eps: float = 1e-4,
 ) -> np.ndarray:
@@ -109,7 +117,9 @@ def smooth_probabilities(
 
     Args:
         proba: (T, K, ...) posteriors of each period (rows over K sum to 1).
-        transition: (K, K) transition matrix.
+        names: class names (for ``transitions``).
+        stay: see :func:`transition_matrix`.
+        transitions: see :func:`transition_matrix`.
         priors: (T, K) priors each period's posteriors were computed under (None: uniform);
             the first period's are also the initial distribution.
         eps: floor of the probabilities (a probability of 0 would forbid a class outright).
@@ -125,8 +135,15 @@ def smooth_probabilities(
         if priors is None
         else np.maximum(np.asarray(priors, np.float64), eps)
     )
+    pi = pi / pi.sum(1, keepdims=True)
     log_ev = np.log(p) - np.log(pi)[:, :, None]
-    path = viterbi(log_ev, np.log(np.maximum(transition, 1e-12)), np.log(pi[0]))
+    log_a = np.log(
+        np.maximum(
+            np.stack([transition_matrix(names, stay, transitions, pi[t]) for t in range(1, t_len)]),
+            1e-12,
+        )
+    )
+    path = viterbi(log_ev, log_a, np.log(pi[0]))
     return path.reshape(t_len, *spatial)
 
 
@@ -150,9 +167,9 @@ class TemporalJob(RasterJob):
     Args:
         proba_paths: the periods' probability rasters, in time order (one grid).
         dst_paths: the class maps to write, one per period.
-        template: the class-map output of one period (colours, categories, tags to copy).
         legend: the classes, in the probability rasters' band order.
-        transition: (K, K) transition matrix.
+        stay: see :func:`transition_matrix`.
+        transitions: see :func:`transition_matrix`.
         priors: (T, K) priors each period's probabilities were computed under (None: the
             ``PRIORS`` tag of each probability raster, written by the prior correction, else
             uniform).
@@ -163,9 +180,9 @@ class TemporalJob(RasterJob):
         self,
         proba_paths: Sequence[Path],
         dst_paths: Sequence[Path],
-        template: OutputSpec,
         legend: Legend,
-        transition: np.ndarray,
+        stay: float = 0.9,
+        transitions: Mapping[str, Mapping[str, float]] | None = None,
         priors: Sequence[Sequence[float]] | None = None,
         tile: int = 512,
     ) -> None:
@@ -185,7 +202,9 @@ class TemporalJob(RasterJob):
                     "every period on one grid (warp the inputs onto one grid first)"
                 )
         self.k = first.count - 1  # the last band is the confidence
-        self.transition = np.asarray(transition, np.float64)
+        self.stay = float(stay)
+        self.transitions = {k: dict(v) for k, v in (transitions or {}).items()}
+        transition_matrix(legend.names, self.stay, self.transitions)  # check early
         if priors is None:
             priors = [_tagged_priors(p, self.k) for p in self.proba_paths]
         self.priors = np.asarray(priors, np.float64).tolist()
@@ -197,9 +216,13 @@ class TemporalJob(RasterJob):
             )
         self.tile = int(tile)
         self.units = block_windows(first.width, first.height, self.tile)
-        self.outputs = [
-            replace(template, path=Path(d), tags=dict(template.tags)) for d in dst_paths
-        ]
+        grid = {
+            "crs": first.crs,
+            "transform": first.transform,
+            "width": first.width,
+            "height": first.height,
+        }
+        self.outputs = [class_map_output(Path(d), legend, grid) for d in dst_paths]
         self._src: list[Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -210,7 +233,8 @@ class TemporalJob(RasterJob):
         return {
             "task": "temporal",
             "sources": [source_fingerprint(p) for p in self.proba_paths],
-            "transition": self.transition.round(12).tolist(),
+            "stay": self.stay,
+            "transitions": self.transitions,
             "priors": self.priors,
             "tile": self.tile,
         }
@@ -233,7 +257,36 @@ class TemporalJob(RasterJob):
         valid = (scaled != 255).all(1)  # (T, h, w)
         proba = scaled.astype(np.float64) / 254.0
         proba /= np.maximum(proba.sum(1, keepdims=True), 1e-9)
-        idx = smooth_probabilities(proba, self.transition, self.priors)
+        idx = smooth_probabilities(
+            proba, self.legend.names, self.stay, self.transitions, self.priors
+        )
         codes = self.legend.code_of(idx).astype(np.uint8)
         codes[~valid] = 0
         return [c[None] for c in codes]
+
+
+def smooth_maps(
+    proba_paths: Sequence[Path],
+    dst_paths: Sequence[Path],
+    legend: Legend,
+    stay: float = 0.9,
+    transitions: Mapping[str, Mapping[str, float]] | None = None,
+    tile: int = 512,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write consistent class maps of several periods from their probability rasters.
+
+    Args:
+        proba_paths: the periods' ``*_proba.tif``, in time order.
+        dst_paths: the class maps to write.
+        legend: the classes.
+        stay: see :func:`transition_matrix`.
+        transitions: see :func:`transition_matrix`.
+        tile: unit edge in pixels.
+        overwrite: recompute finished units.
+
+    Returns:
+        The written maps.
+    """
+    job = TemporalJob(proba_paths, dst_paths, legend, stay, transitions, tile=tile)
+    return run_local(job, torch.nn.Identity(), "cpu", overwrite=overwrite, progress=False)
