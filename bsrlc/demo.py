@@ -45,7 +45,6 @@ SENSORS = {
 RGB = ["RED_P50", "GRN_P50", "BLU_P50"]
 # How the demo's maps are made (as predict.py's priors= and decision=).
 MAPPING = {"priors": "em", "decision": "argmax"}
-HMM_STAY = 0.9
 
 
 def build_stms(world: DemoWorld, progress: bool = True) -> dict[str, dict[str, Path]]:
@@ -77,6 +76,31 @@ def build_stms(world: DemoWorld, progress: bool = True) -> dict[str, dict[str, P
     return out
 
 
+def _compose(experiment: str, overrides: list[str], out_dir: Path) -> Any:
+    """The training config of ``python train.py experiment=... overrides`` writing to out_dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from bsrlc.config import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"experiment={experiment}", *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.paths.root_dir = str(Path.cwd())
+        cfg.paths.work_dir = str(Path.cwd())
+        cfg.paths.log_dir = str(out_dir / "logs")
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    return cfg
+
+
 def train_run(experiment: str, overrides: list[str], out_dir: Path, force: bool) -> Path:
     """Train one experiment in-process (as ``python train.py experiment=...`` would).
 
@@ -93,29 +117,11 @@ def train_run(experiment: str, overrides: list[str], out_dir: Path, force: bool)
     if best_file.exists() and not force and Path(best_file.read_text().strip()).exists():
         log.info("%s: already trained (%s)", experiment, best_file.read_text().strip())
         return Path(best_file.read_text().strip())
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from bsrlc.config import conf_dir
     from bsrlc.training import train
 
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[f"experiment={experiment}", *overrides],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-        cfg.paths.root_dir = str(Path.cwd())
-        cfg.paths.work_dir = str(Path.cwd())
-        cfg.paths.log_dir = str(out_dir / "logs")
-        del cfg.hydra
-    GlobalHydra.instance().clear()
+    cfg = _compose(experiment, overrides, out_dir)
     t0 = time.perf_counter()
     metrics = train(cfg)
     log.info("%s trained in %.0f s", experiment, time.perf_counter() - t0)
@@ -245,7 +251,7 @@ def run(
         ),
         "sr_10m_latest_only": ("classify_demo", str(sr_feats[latest]), str(points[latest]), []),
     }
-    cls_ckpts = {}
+    cls_ckpts, cls_configs = {}, {}
     for name, (exp, raster, pts, extra) in inputs.items():
         over = [
             f"data.raster={raster}",
@@ -258,6 +264,7 @@ def run(
         if tiny:
             over += ["trainer.max_epochs=2", "data.block_size=32"]
         cls_ckpts[name] = train_run(exp, over, runs / f"classify_{name}", force)
+        cls_configs[name] = (exp, over)
     timings["classify_train_s"] = time.perf_counter() - t0
 
     # 5. Maps and evaluation.
@@ -326,7 +333,10 @@ def run(
 
     # Ablation: what each remedy gains on the SR CNN's maps, by area (every parameter comes from
     # training/validation data or the maps themselves; the held-out block is only scored).
-    ablation = _ablation(models, sr_feats, truths, world, legend, maps_dir / "ablation", progress)
+    val = _validation_points(*cls_configs["sr_10m"], runs / "classify_sr_10m", sr_feats)
+    ablation = _ablation(
+        models, sr_feats, truths, world, legend, maps_dir / "ablation", val, progress
+    )
 
     # Area-adjusted accuracy of the latest SR map on the held-out block.
     sr_map, _ = M.read_map(map_paths["sr_10m"][latest])
@@ -557,6 +567,61 @@ ABLATION: list[tuple[str, str, dict[str, str], int | None]] = [
 ]
 
 
+def _validation_points(
+    experiment: str, overrides: list[str], run_dir: Path, features: dict[str, Path]
+) -> dict[str, np.ndarray]:
+    """The validation points of a trained multi-period classifier: pixel, period, class index."""
+    from hydra.utils import instantiate
+
+    cfg = _compose(experiment, overrides, run_dir)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    period_of = {str(p.resolve()): i for i, p in enumerate(features.values())}
+    rows, cols, period, labels = [], [], [], []
+    for part in dm._datasets["val"].datasets:
+        rows.append(part.rows)
+        cols.append(part.cols)
+        period.append(np.full(len(part), period_of[str(part.cache.info.path.resolve())]))
+        labels.append(part.labels)
+    return {
+        k: np.concatenate(v)
+        for k, v in zip(
+            ("rows", "cols", "period", "labels"), (rows, cols, period, labels), strict=True
+        )
+    }
+
+
+def _select_hmm(probas: list[Path], val: dict[str, np.ndarray], legend: Any) -> dict[str, Any]:
+    """HMM parameters chosen on validation points, flicker counted on a pixel sample."""
+    from bsrlc.inference.temporal import select_parameters
+
+    stack, priors = [], []
+    for p in probas:
+        with rasterio.open(p) as src:
+            stack.append(src.read(list(range(1, len(legend) + 1))).astype(np.float32) / 254.0)
+            priors.append(json.loads(src.tags()["PRIORS"]))
+    proba = np.stack(stack)  # (T, K, H, W)
+    proba /= np.maximum(proba.sum(1, keepdims=True), 1e-9)
+    rng = np.random.default_rng(0)
+    h, w = proba.shape[2:]
+    pick = rng.choice(h * w, size=min(50_000, h * w), replace=False)
+    flat = proba.reshape(*proba.shape[:2], -1)
+    out = select_parameters(
+        proba[:, :, val["rows"], val["cols"]],
+        val["period"],
+        val["labels"],
+        legend.names,
+        priors,
+        flicker_sample=flat[:, :, pick],
+    )
+    log.info(
+        "HMM chosen on validation points: stay %s, evidence weight %s",
+        out["stay"],
+        out["evidence_weight"],
+    )
+    return out
+
+
 def _ablation(
     models: dict[str, Any],
     features: dict[str, Path],
@@ -564,9 +629,14 @@ def _ablation(
     world: DemoWorld,
     legend: Any,
     out: Path,
+    val: dict[str, np.ndarray],
     progress: bool,
 ) -> dict[str, Any]:
-    """Area accuracy of the SR CNN's maps of every period under each remedy of ``ABLATION``."""
+    """Area accuracy of the SR CNN's maps of every period under each remedy of ``ABLATION``.
+
+    The HMM's staying probability and evidence weight are chosen on the SR classifier's
+    validation points (:func:`~bsrlc.inference.temporal.select_parameters`).
+    """
     from bsrlc.evaluation import maps as M
     from bsrlc.inference.temporal import smooth_maps
 
@@ -575,6 +645,7 @@ def _ablation(
     site = world.construction_site()
     open_code = legend.codes[legend.names.index("artificial open spaces")]
     rows = []
+    selected: dict[str, Any] = {}
     for k, (label, model_name, mapping, hmm_of) in enumerate(ABLATION):
         folder = out / f"v{k}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -585,8 +656,15 @@ def _ablation(
                 _map(models[model_name], raster, paths[y], legend, progress, **mapping)
         if hmm_of is not None:
             probas = [out / f"v{hmm_of}" / f"sr_10m_{y}_proba.tif" for y in years]
+            selected = _select_hmm(probas, val, legend)
             if not all(p.exists() for p in paths.values()):
-                smooth_maps(probas, [paths[y] for y in years], legend, stay=HMM_STAY)
+                smooth_maps(
+                    probas,
+                    [paths[y] for y in years],
+                    legend,
+                    stay=selected["stay"],
+                    evidence_weight=selected["evidence_weight"],
+                )
         codes = {y: M.read_map(p)[0] for y, p in paths.items()}
         row: dict[str, Any] = {"remedy": label, "area_oa": {}, "area_ratio": {}}
         for y in years:
@@ -602,7 +680,7 @@ def _ablation(
             is_open = truths[period][sr, sc] == open_code
             row["construction_site"] = float((codes[period][sr, sc][is_open] == open_code).mean())
         rows.append(row)
-    return {"rows": rows, "hmm_stay": HMM_STAY}
+    return {"rows": rows, "hmm": selected}
 
 
 def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[str]:
@@ -648,8 +726,10 @@ def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[
             "### What each remedy gains (SR CNN, held-out block, by area)",
             "",
             "Each row adds one remedy to the one above (the HMM row smooths the EM-corrected",
-            "probabilities of every period, staying probability "
-            f"{ab['hmm_stay']}). Area ratio = mapped / true area in the latest period.",
+            "probabilities of every period; staying probability "
+            f"{ab['hmm']['stay']} and evidence weight {ab['hmm']['evidence_weight']} chosen on",
+            "the classifier's validation points: the smoothest setting within one standard error",
+            "of the most accurate). Area ratio = mapped / true area in the latest period.",
             "",
             "| remedy | "
             + " | ".join(f"OA {y}" for y in years)

@@ -331,6 +331,7 @@ def smooth_periods(
         _plain(t.get("transitions")) or None,
         tile=int(cfg.tile),
         overwrite=bool(cfg.overwrite),
+        evidence_weight=float(t.get("evidence_weight", 1.0)),
     )
     return dict(zip(labels, written, strict=True))
 

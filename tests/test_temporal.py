@@ -70,3 +70,36 @@ def test_transition_matrix_overrides_and_errors():
         transition_matrix(names, 0.8, {"water": {"built": 0.1}})
     with pytest.raises(ConfigError, match="stay"):
         transition_matrix(names, 1.5)
+
+
+def _noisy_series(rng, truth, k=3, strength=1.2):
+    """(T, K, N) posteriors of noisy, independent evidence for class sequences truth (T, N)."""
+    logits = rng.normal(0, 1, size=(*truth.shape, k))
+    logits[np.arange(truth.shape[0])[:, None], np.arange(truth.shape[1])[None], truth] += strength
+    p = np.exp(logits)
+    return (p / p.sum(-1, keepdims=True)).transpose(0, 2, 1)
+
+
+def test_parameters_chosen_on_validation_points_follow_the_data():
+    from bsrlc.inference.temporal import select_parameters
+
+    rng = np.random.default_rng(5)
+    names = ["a", "b", "c"]
+    t_len, n = 4, 3000
+    period = rng.integers(0, t_len, n)
+    # stable land: smoothing helps, a sticky chain is chosen and accuracy rises
+    stable = np.repeat(rng.integers(0, 3, n)[None], t_len, 0)
+    proba = _noisy_series(rng, stable)
+    out = select_parameters(proba, period, stable[period, np.arange(n)], names)
+    assert out["stay"] >= 0.5
+    by = {(c["stay"], c["evidence_weight"]): c for c in out["candidates"]}
+    chosen = by[(out["stay"], out["evidence_weight"])]
+    assert chosen["accuracy"] > by[(0.0, 1.0)]["accuracy"] + 0.05
+    assert chosen["flicker"] < by[(0.0, 1.0)]["flicker"]
+    # land that changes every period at random: smoothing costs accuracy and is not chosen
+    chaotic = rng.integers(0, 3, (t_len, n))
+    proba = _noisy_series(rng, chaotic)
+    out = select_parameters(proba, period, chaotic[period, np.arange(n)], names)
+    by = {(c["stay"], c["evidence_weight"]): c for c in out["candidates"]}
+    assert by[(out["stay"], out["evidence_weight"])]["accuracy"] >= by[(0.9, 1.0)]["accuracy"]
+    assert out["stay"] <= 0.5

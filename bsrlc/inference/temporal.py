@@ -8,7 +8,12 @@ probable sequence of classes. Real, well-supported change survives; isolated fli
 evidence is weaker than the transition's cost do not.
 
 Evidence: a classifier gives posteriors ``p_t(c | x_t)`` under its period's priors ``pi_t``;
-the likelihood the HMM needs is ``p(x_t | c) ∝ p_t(c | x_t) / pi_t(c)``.
+the likelihood the HMM needs is ``p(x_t | c) ∝ p_t(c | x_t) / pi_t(c)``. The HMM treats the
+periods' evidence as independent, but the same pixel's errors are correlated over periods (the
+same garden looks like a roof every time), so pooling them is overconfident and over-maps the
+classes a pixel is often confused with; ``evidence_weight`` < 1 tempers the log-likelihoods.
+:func:`select_parameters` picks ``stay`` and ``evidence_weight`` from labelled validation
+points (never from the data a map is judged on).
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ def smooth_probabilities(
     stay: float = 0.9,
     transitions: Mapping[str, Mapping[str, float]] | None = None,
     priors: Sequence[Sequence[float]] | None = None,
+    evidence_weight: float = 1.0,
     eps: float = 1e-4,
 ) -> np.ndarray:
     """Class indices per period from per-period posteriors, made consistent by :func:`viterbi`.
@@ -122,6 +128,8 @@ def smooth_probabilities(
         transitions: see :func:`transition_matrix`.
         priors: (T, K) priors each period's posteriors were computed under (None: uniform);
             the first period's are also the initial distribution.
+        evidence_weight: exponent of the per-period likelihoods (1: independent evidence;
+            smaller: errors correlated over periods count less).
         eps: floor of the probabilities (a probability of 0 would forbid a class outright).
 
     Returns:
@@ -136,7 +144,9 @@ def smooth_probabilities(
         else np.maximum(np.asarray(priors, np.float64), eps)
     )
     pi = pi / pi.sum(1, keepdims=True)
-    log_ev = np.log(p) - np.log(pi)[:, :, None]
+    if not 0.0 < evidence_weight <= 1.0:
+        raise ConfigError(f"temporal.evidence_weight={evidence_weight}: give a value in (0, 1]")
+    log_ev = evidence_weight * (np.log(p) - np.log(pi)[:, :, None])
     log_a = np.log(
         np.maximum(
             np.stack([transition_matrix(names, stay, transitions, pi[t]) for t in range(1, t_len)]),
@@ -174,6 +184,7 @@ class TemporalJob(RasterJob):
             ``PRIORS`` tag of each probability raster, written by the prior correction, else
             uniform).
         tile: unit edge in pixels.
+        evidence_weight: see :func:`smooth_probabilities`.
     """
 
     def __init__(
@@ -185,6 +196,7 @@ class TemporalJob(RasterJob):
         transitions: Mapping[str, Mapping[str, float]] | None = None,
         priors: Sequence[Sequence[float]] | None = None,
         tile: int = 512,
+        evidence_weight: float = 1.0,
     ) -> None:
         if len(proba_paths) != len(dst_paths) or len(proba_paths) < 2:
             raise ConfigError("temporal smoothing needs two or more periods, one output each")
@@ -203,6 +215,7 @@ class TemporalJob(RasterJob):
                 )
         self.k = first.count - 1  # the last band is the confidence
         self.stay = float(stay)
+        self.evidence_weight = float(evidence_weight)
         self.transitions = {k: dict(v) for k, v in (transitions or {}).items()}
         transition_matrix(legend.names, self.stay, self.transitions)  # check early
         if priors is None:
@@ -234,6 +247,7 @@ class TemporalJob(RasterJob):
             "task": "temporal",
             "sources": [source_fingerprint(p) for p in self.proba_paths],
             "stay": self.stay,
+            "evidence_weight": self.evidence_weight,
             "transitions": self.transitions,
             "priors": self.priors,
             "tile": self.tile,
@@ -258,7 +272,12 @@ class TemporalJob(RasterJob):
         proba = scaled.astype(np.float64) / 254.0
         proba /= np.maximum(proba.sum(1, keepdims=True), 1e-9)
         idx = smooth_probabilities(
-            proba, self.legend.names, self.stay, self.transitions, self.priors
+            proba,
+            self.legend.names,
+            self.stay,
+            self.transitions,
+            self.priors,
+            self.evidence_weight,
         )
         codes = self.legend.code_of(idx).astype(np.uint8)
         codes[~valid] = 0
@@ -273,6 +292,7 @@ def smooth_maps(
     transitions: Mapping[str, Mapping[str, float]] | None = None,
     tile: int = 512,
     overwrite: bool = False,
+    evidence_weight: float = 1.0,
 ) -> list[Path]:
     """Write consistent class maps of several periods from their probability rasters.
 
@@ -284,9 +304,75 @@ def smooth_maps(
         transitions: see :func:`transition_matrix`.
         tile: unit edge in pixels.
         overwrite: recompute finished units.
+        evidence_weight: see :func:`smooth_probabilities`.
 
     Returns:
         The written maps.
     """
-    job = TemporalJob(proba_paths, dst_paths, legend, stay, transitions, tile=tile)
+    job = TemporalJob(
+        proba_paths,
+        dst_paths,
+        legend,
+        stay,
+        transitions,
+        tile=tile,
+        evidence_weight=evidence_weight,
+    )
     return run_local(job, torch.nn.Identity(), "cpu", overwrite=overwrite, progress=False)
+
+
+def select_parameters(
+    proba: np.ndarray,
+    period: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    priors: Sequence[Sequence[float]] | None = None,
+    flicker_sample: np.ndarray | None = None,
+    stays: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 0.9),
+    weights: Sequence[float] = (0.5, 0.7, 1.0),
+) -> dict[str, Any]:
+    """Choose ``stay`` and ``evidence_weight`` on labelled validation points.
+
+    Every candidate is scored by its accuracy at the points (each point labelled in one period,
+    the smoothing run over the whole series of its pixel). Among the candidates within one
+    standard error of the most accurate (the one-standard-error rule), the one with the least
+    flicker on ``flicker_sample`` (unlabelled pixels of the maps) wins: as smooth as the
+    validation data allow.
+
+    Args:
+        proba: (T, K, N) posteriors of every period at the N validation pixels.
+        period: (N,) the period index each point is labelled in.
+        labels: (N,) its class index.
+        names: class names.
+        priors: (T, K) priors of each period's posteriors (None: uniform).
+        flicker_sample: (T, K, M) posteriors at unlabelled pixels (None: the validation pixels).
+        stays: candidate staying probabilities.
+        weights: candidate evidence weights.
+
+    Returns:
+        ``{"stay", "evidence_weight", "candidates": [{stay, evidence_weight, accuracy, se,
+        flicker}]}``.
+    """
+    from bsrlc.evaluation.maps import flicker
+
+    n = labels.size
+    sample = proba if flicker_sample is None else flicker_sample
+    rows = []
+    for stay in stays:
+        for w in weights:
+            idx = smooth_probabilities(proba, names, stay, None, priors, w)
+            acc = float((idx[period, np.arange(n)] == labels).mean())
+            flips = smooth_probabilities(sample, names, stay, None, priors, w)
+            rows.append(
+                {
+                    "stay": float(stay),
+                    "evidence_weight": float(w),
+                    "accuracy": acc,
+                    "se": float(np.sqrt(acc * (1 - acc) / max(n, 1))),
+                    "flicker": flicker(list(flips + 1)),  # indices -> codes (0 = nodata)
+                }
+            )
+    best = max(rows, key=lambda r: r["accuracy"])
+    ok = [r for r in rows if r["accuracy"] >= best["accuracy"] - best["se"]]
+    pick = min(ok, key=lambda r: (r["flicker"], -r["accuracy"]))
+    return {"stay": pick["stay"], "evidence_weight": pick["evidence_weight"], "candidates": rows}
