@@ -123,3 +123,23 @@ def test_legend_drop_and_rare_class_warning_in_the_datamodule(tiny_world, tiny_s
     assert dm.counts["dropped_by_legend"] > 0
     assert "dropped (legend.drop)" in caplog.text
     assert "residential buildings" in caplog.text and "fewer than" in caplog.text
+
+
+def test_conflicting_labels_in_one_pixel_are_refused(tmp_path, tiny_world, tiny_stms):
+    import geopandas as gpd
+
+    from bsrlc.errors import InputError
+
+    pts = gpd.read_file(tiny_world.root / tiny_world.points[2019])
+    twin = pts.iloc[[0]].copy()
+    twin["class"] = 4 if int(pts["class"].iloc[0]) != 4 else 1
+    gpd.pd.concat([pts, twin]).to_file(tmp_path / "conflict.gpkg")
+    gpd.pd.concat([pts, pts.iloc[[0]]]).to_file(tmp_path / "repeat.gpkg")
+    raster = str(tiny_stms["sentinel2"]["2019"])
+    dm = PointPatchDataModule(raster, str(tmp_path / "conflict.gpkg"), bands=BANDS, block_size=32)
+    with pytest.raises(InputError, match="1 pixel.* hold points of different classes") as err:
+        dm.setup("fit")
+    assert "\n" not in str(err.value)
+    dm = PointPatchDataModule(raster, str(tmp_path / "repeat.gpkg"), bands=BANDS, block_size=32)
+    dm.setup("fit")
+    assert dm.counts["repeated_points"] == 1

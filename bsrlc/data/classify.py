@@ -308,6 +308,7 @@ class PointPatchDataModule(L.LightningDataModule):
         samples = locate(pts, info, self.legend, points)
         h = self.patch_size // 2
         rows, cols = samples.rows, samples.cols
+        _check_duplicates(rows, cols, samples.codes, points, raster, self.counts)
         inside = (rows >= h) & (rows < info.height - h) & (cols >= h) & (cols < info.width - h)
         valid = np.asarray(cache.valid)
         if self.nodata_points == "fill":
@@ -506,6 +507,36 @@ class PointPatchDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test patches."""
         return self._loader("test")
+
+
+def _check_duplicates(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    codes: np.ndarray,
+    points: Path,
+    raster: Path,
+    counts: dict[str, Any],
+) -> None:
+    """Refuse points in one pixel with different classes; count repeats of the same class.
+
+    Raises:
+        InputError: naming how many pixels hold conflicting labels and one of them.
+    """
+    key = rows.astype(np.int64) * 10_000_019 + cols
+    order = np.argsort(key, kind="stable")
+    k, c = key[order], codes[order]
+    same_pixel = k[1:] == k[:-1]
+    conflict = same_pixel & (c[1:] != c[:-1])
+    if conflict.any():
+        i = order[1:][conflict][0]
+        raise InputError(
+            f"{points}: {int(conflict.sum())} pixel(s) of {raster} hold points of different "
+            f"classes (e.g. row {int(rows[i])}, col {int(cols[i])}); fix or remove the "
+            "conflicting labels"
+        )
+    if same_pixel.any():
+        log.info("%s: %d repeated points in one pixel (same class)", points, int(same_pixel.sum()))
+        counts["repeated_points"] = counts.get("repeated_points", 0) + int(same_pixel.sum())
 
 
 def _nodata_bands(cache: RasterCache, rows: np.ndarray, cols: np.ndarray, size: int) -> dict:

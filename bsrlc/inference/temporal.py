@@ -330,6 +330,7 @@ def select_parameters(
     flicker_sample: np.ndarray | None = None,
     stays: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 0.9),
     weights: Sequence[float] = (0.5, 0.7, 1.0),
+    point_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Choose ``stay`` and ``evidence_weight`` on labelled validation points.
 
@@ -348,6 +349,10 @@ def select_parameters(
         flicker_sample: (T, K, M) posteriors at unlabelled pixels (None: the validation pixels).
         stays: candidate staying probabilities.
         weights: candidate evidence weights.
+        point_weights: (N,) weight of each point in the accuracy (None: equal). Balanced
+            points over-represent rare classes; weighting each point by its class's area share
+            over its class's point count makes the score an accuracy by area, which is what
+            the maps are judged by.
 
     Returns:
         ``{"stay", "evidence_weight", "candidates": [{stay, evidence_weight, accuracy, se,
@@ -357,18 +362,21 @@ def select_parameters(
 
     n = labels.size
     sample = proba if flicker_sample is None else flicker_sample
+    wp = np.ones(n) if point_weights is None else np.asarray(point_weights, np.float64)
+    wp = wp / wp.sum()
     rows = []
     for stay in stays:
         for w in weights:
             idx = smooth_probabilities(proba, names, stay, None, priors, w)
-            acc = float((idx[period, np.arange(n)] == labels).mean())
+            hit = (idx[period, np.arange(n)] == labels).astype(np.float64)
+            acc = float((wp * hit).sum())
             flips = smooth_probabilities(sample, names, stay, None, priors, w)
             rows.append(
                 {
                     "stay": float(stay),
                     "evidence_weight": float(w),
                     "accuracy": acc,
-                    "se": float(np.sqrt(acc * (1 - acc) / max(n, 1))),
+                    "se": float(np.sqrt((wp**2 * (hit - acc) ** 2).sum())),
                     "flicker": flicker(list(flips + 1)),  # indices -> codes (0 = nodata)
                 }
             )
