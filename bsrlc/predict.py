@@ -129,17 +129,54 @@ class PeriodInput:
     label: str
 
 
-def find_inputs(inputs: str | Path | Sequence[str | Path]) -> list[PeriodInput]:
+PERIOD_PATTERN = r"(?<![0-9A-Za-z])((?:19|20)\d\d(?:_(?:19|20)\d\d)?)(?![0-9A-Za-z])"
+"""A year (or ``YYYY_YYYY`` window) standing alone between separators in a file name."""
+
+
+def period_label(path: Path, pattern: str | None = None) -> str:
+    """The period label of an input raster, from its file name.
+
+    Args:
+        path: the raster.
+        pattern: a regular expression whose first group is the label (default
+            :data:`PERIOD_PATTERN`: the last year, or ``YYYY_YYYY`` window, between separators,
+            between 1972 (Landsat 1) and next year; ``tile_2048`` is no year).
+
+    Returns:
+        The label, or the file stem when the name holds none.
+
+    Raises:
+        ConfigError: for an invalid pattern or one without a group.
+    """
+    import datetime as dt
+
+    try:
+        regex = re.compile(pattern or PERIOD_PATTERN)
+    except re.error as err:
+        raise ConfigError(f"period_pattern={pattern!r}: not a regular expression ({err})") from None
+    if regex.groups < 1:
+        raise ConfigError(f"period_pattern={pattern!r}: needs a group (...) around the label")
+    found = [m.group(1) for m in regex.finditer(path.stem)]
+    if pattern is None:
+        last = dt.date.today().year + 1
+        found = [f for f in found if all(1972 <= int(y) <= last for y in f.split("_"))]
+    return found[-1] if found else path.stem
+
+
+def find_inputs(
+    inputs: str | Path | Sequence[str | Path], pattern: str | None = None
+) -> list[PeriodInput]:
     """Expand a raster, a folder of rasters or a list into labelled inputs, sorted by label.
 
     Args:
         inputs: what the user gave as ``input=``.
+        pattern: the period pattern (see :func:`period_label`).
 
     Returns:
         The inputs.
 
     Raises:
-        InputError: if nothing is found.
+        InputError: if nothing is found, or two inputs get the same period label.
     """
     paths: list[Path] = []
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -153,10 +190,14 @@ def find_inputs(inputs: str | Path | Sequence[str | Path]) -> list[PeriodInput]:
             raise InputError(f"{p}: input raster or folder not found; fix input=")
     if not paths:
         raise InputError(f"{inputs}: no .tif raster found; fix input=")
-    out = []
-    for p in paths:
-        years = re.findall(r"(?<!\d)(19\d\d|20\d\d)(?!\d)", p.stem)
-        out.append(PeriodInput(p, years[-1] if years else p.stem))
+    out = [PeriodInput(p, period_label(p, pattern)) for p in paths]
+    labels = [i.label for i in out]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise InputError(
+            f"{inputs}: several inputs get the period label(s) {twice}; give one raster per "
+            "period or set period_pattern= to a regular expression whose group is the label"
+        )
     return sorted(out, key=lambda i: i.label)
 
 
@@ -194,7 +235,9 @@ def predict(cfg: Any) -> dict[str, Any]:
     if pipeline not in {"sr", "classify", "sr+classify"}:
         raise ConfigError(f"pipeline={pipeline}: use sr, classify or sr+classify")
     out_dir = Path(cfg.out_dir)
-    inputs = find_inputs(cfg.input if isinstance(cfg.input, str) else list(cfg.input))
+    inputs = find_inputs(
+        cfg.input if isinstance(cfg.input, str) else list(cfg.input), cfg.get("period_pattern")
+    )
     device = str(cfg.device)
     sr_model = cls_model = None
     if pipeline == "sr":

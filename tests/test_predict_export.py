@@ -313,3 +313,22 @@ def test_predict_hmm_over_periods_and_bad_priors(tmp_path, tiny_stms, checkpoint
         err = _predict(f"model={cls}", f"input={inputs}", f"out_dir={tmp_path / 'bad'}", bad)
         assert err.returncode == 2 and msg in err.stderr, (bad, err.stderr)
         assert len(err.stderr.strip().splitlines()) == 1
+
+
+def test_period_labels_come_from_the_pattern_not_any_digits(tmp_path):
+    from pathlib import Path
+
+    from bsrlc.errors import ConfigError
+    from bsrlc.predict import find_inputs, period_label
+
+    assert period_label(Path("tile_2048.tif")) == "tile_2048"  # no year: the stem
+    assert period_label(Path("landsat_sr_2019.tif")) == "2019"
+    assert period_label(Path("stm_2008_2013.tif")) == "2008_2013"
+    assert period_label(Path("X0012_Y0034_2019.tif")) == "2019"
+    assert period_label(Path("T33UUP_y2019.tif"), r"_y(\d{4})") == "2019"
+    with pytest.raises(ConfigError, match="needs a group"):
+        period_label(Path("a_2019.tif"), r"\d{4}")
+    for name in ("a_2019.tif", "b_2019.tif"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match=r"period label\(s\) \['2019'\]"):
+        find_inputs(tmp_path)
