@@ -10,11 +10,24 @@ stack, the QA masks decoded into a (time, rows, cols) clear mask, and the numba 
 reader thread reads the next window while the kernel works on the current one; with a Dask
 scheduler address the windows run as ``dask.distributed`` tasks instead.
 
+An observation (one scene at one pixel) is used when, in this order of checks (each excluded
+observation is counted under the first reason that applies, see :data:`EXCLUSION_REASONS`):
+
+1. ``fill``: no band is at its file's nodata value;
+2. ``qa``: the QA decoder says clear;
+3. ``saturation``: the scene's QA_RADSAT file (``sensor.radsat_suffix``, where it exists) flags
+   none of the bands read as saturated;
+4. ``range``: every band's raw DN lies within ``sensor.valid_range`` (inclusive, before scale
+   and offset; e.g. Landsat Collection 2 SR 7273-43636).
+
+CLEAR_COUNT is the number of used observations; the log gives the counts per reason.
+
 Output: ``{out_dir}/{sensor}_{label}.tif``, a COG written atomically, int16
 ``round(value * 10000)`` for reflectance, indices and STD, nodata -32768 where a pixel has no
 clear observation, and a last band CLEAR_COUNT (a plain count, 0 there; -32768 never occurs in
-it). Bands: for each band, for each metric (``BLU_MIN, BLU_P25, ..., GRN_MIN, ...``), then the
-indices the same way, then CLEAR_COUNT.
+it). GDAL scale/offset are set per band (1e-4 / 0; CLEAR_COUNT 1 / 0), so GIS tools show
+reflectance. Bands: for each band, for each metric (``BLU_MIN, BLU_P25, ..., GRN_MIN, ...``),
+then the indices the same way, then CLEAR_COUNT.
 """
 
 from __future__ import annotations
@@ -40,12 +53,16 @@ from bsrlc.errors import ConfigError, InputError
 from bsrlc.raster import COGWriter, RasterInfo, block_windows, check_same_grid, open_raster
 from bsrlc.stm.indices import IndexMatrices, index_matrices
 from bsrlc.stm.metrics import MetricSpec, compute_stm_int16, parse_metrics
-from bsrlc.stm.qa import check_options, get_decoder
+from bsrlc.stm.qa import check_options, get_decoder, takes_path
 
 log = logging.getLogger(__name__)
 
 OUT_NODATA = -32768
 OUT_SCALE = 10000
+EXCLUSION_REASONS = ("fill", "qa", "saturation", "range")
+"""Why observations are excluded, in the order they are checked (each counted once)."""
+DEFAULT_RADSAT_BITS = tuple(range(9))
+"""QA_RADSAT bits checked when the band numbers are unknown: bands 1-9 (any band saturated)."""
 
 BandsArg = Sequence[str] | Mapping[str, str | int]
 """Bands to composite: names (band descriptions, or the ``{band}`` of a per-band file pattern),
@@ -63,6 +80,7 @@ class Scene:
         files: the band files: one multi-band file, or one file per band (in band order).
         mask: the QA mask file.
         per_band: True when ``files`` are one single-band file per band.
+        radsat: the Landsat QA_RADSAT file, None where the scene has none.
     """
 
     id: str
@@ -70,6 +88,7 @@ class Scene:
     files: tuple[Path, ...]
     mask: Path
     per_band: bool = False
+    radsat: Path | None = None
 
 
 @dataclass
@@ -87,6 +106,13 @@ class SensorConfig:
             ``mask_suffix: _QAI`` pairs ``X_BOA.tif`` with ``X_QAI.tif``); "" = none.
         date_regex: regex whose first group is the date in the scene name.
         date_format: strptime format of that group.
+        valid_range: ``[lo, hi]`` raw DNs (inclusive, before scale and offset) outside which an
+            observation is excluded in any band; None = no range check.
+        radsat_suffix: the saturation file of scene ``X`` is ``X{radsat_suffix}`` (Landsat
+            Collection 2: ``_QA_RADSAT``); used where it exists. None = no such file.
+        radsat_bits: QA_RADSAT bits that exclude an observation; None = the bits of the bands
+            read when their file-side names end in a band number (``SR_B4`` -> bit 3),
+            otherwise :data:`DEFAULT_RADSAT_BITS`.
     """
 
     name: str = "landsat"
@@ -98,6 +124,9 @@ class SensorConfig:
     date_regex: str = r"(\d{8})"
     date_format: str = "%Y%m%d"
     scene_suffix: str = ""
+    valid_range: Sequence[float] | None = None
+    radsat_suffix: str | None = None
+    radsat_bits: Sequence[int] | None = None
 
 
 def split_bands(bands: BandsArg) -> tuple[list[str], list[str]]:
@@ -160,7 +189,7 @@ def discover_scenes(
 
     Args:
         scenes: a folder, or a list of scene files (for one file per band: any of a scene's
-            band files). Mask files (``*{mask_suffix}.*``) are skipped.
+            band files). Mask files (``*{mask_suffix}.*``, ``*{radsat_suffix}.*``) are skipped.
         sensor: the sensor's reading rules.
         bands: the bands wanted (see :data:`BandsArg`); for one file per band their file names
             fill ``{band}``.
@@ -202,6 +231,7 @@ def discover_scenes(
     found: dict[str, Scene] = {}
     for path in candidates:
         is_mask = bool(sensor.mask_suffix) and path.stem.endswith(sensor.mask_suffix)
+        is_mask |= bool(sensor.radsat_suffix) and path.stem.endswith(str(sensor.radsat_suffix))
         if is_mask or not path.is_file():
             continue
         if band_re is not None and band_file_pattern is not None:
@@ -237,7 +267,13 @@ def discover_scenes(
                 f"{mask}: QA mask of {files[0]} not found; every scene needs its mask "
                 f"{{scene}}{sensor.mask_suffix}{path.suffix} next to it (or set sensor.mask_suffix)"
             )
-        found[scene_id] = Scene(scene_id, date, files, mask, per_band=band_re is not None)
+        radsat = None
+        if sensor.radsat_suffix:
+            radsat = path.parent / f"{base}{sensor.radsat_suffix}{path.suffix}"
+            radsat = radsat if radsat.exists() else None
+        found[scene_id] = Scene(
+            scene_id, date, files, mask, per_band=band_re is not None, radsat=radsat
+        )
     if not found and folder is not None:
         raise InputError(
             f"{folder}: no scene files matching {glob!r}"
@@ -322,6 +358,8 @@ class StmPlan:
         spec: parsed metrics.
         idx: spectral index coefficients.
         sensor: the sensor's reading rules.
+        valid_range: the checked ``sensor.valid_range`` as (lo, hi), or None.
+        radsat_mask: QA_RADSAT bits that exclude an observation (0 = none checked).
     """
 
     scenes: list[Scene]
@@ -333,6 +371,8 @@ class StmPlan:
     spec: MetricSpec
     idx: IndexMatrices
     sensor: SensorConfig
+    valid_range: tuple[float, float] | None = None
+    radsat_mask: int = 0
 
     @property
     def descriptions(self) -> list[str]:
@@ -409,6 +449,7 @@ def plan_stm(
     spec = parse_metrics(metrics)
     idx = index_matrices(list(indices), names)
     check_options(sensor.decoder, sensor.decoder_options)
+    valid_range = check_valid_range(sensor.valid_range)
     if not scenes:
         raise InputError("no scenes to composite; point scenes= at a folder with scenes")
     file_infos = {f: _file_info(f) for s in scenes for f in s.files}
@@ -427,14 +468,82 @@ def plan_stm(
             nds = [file_infos[f][1][0] for f in s.files]
         nodata[t] = [np.nan if v is None else v for v in nds]
         dtypes += [file_infos[f][0].dtype for f in s.files]
-        with open_raster(s.mask) as m:
-            if (m.width, m.height) != (grid.width, grid.height):
-                raise InputError(
-                    f"{s.mask}: mask is {m.width}x{m.height} but its scene {s.files[0]} is "
-                    f"{grid.width}x{grid.height}; use the mask that belongs to the scene"
-                )
+        for aux in (s.mask, s.radsat):
+            if aux is None:
+                continue
+            with open_raster(aux) as m:
+                if (m.width, m.height) != (grid.width, grid.height):
+                    raise InputError(
+                        f"{aux}: mask is {m.width}x{m.height} but its scene {s.files[0]} is "
+                        f"{grid.width}x{grid.height}; use the mask that belongs to the scene"
+                    )
     dtype = np.result_type(*dtypes)
-    return StmPlan(list(scenes), grid, band_idx, nodata, dtype, names, spec, idx, sensor)
+    radsat_mask = 0
+    if any(s.radsat is not None for s in scenes):
+        radsat_mask = _radsat_mask(sensor.radsat_bits, sources)
+        missing = sum(s.radsat is None for s in scenes)
+        if missing:
+            log.info(
+                "%d of %d scenes have no %s file: saturation is not checked there",
+                missing,
+                len(scenes),
+                sensor.radsat_suffix,
+            )
+    return StmPlan(
+        list(scenes),
+        grid,
+        band_idx,
+        nodata,
+        dtype,
+        names,
+        spec,
+        idx,
+        sensor,
+        valid_range=valid_range,
+        radsat_mask=radsat_mask,
+    )
+
+
+def check_valid_range(valid_range: Any) -> tuple[float, float] | None:
+    """Check a ``valid_range`` setting.
+
+    Args:
+        valid_range: ``[lo, hi]`` raw DNs (inclusive), or None.
+
+    Returns:
+        (lo, hi) as floats, or None.
+
+    Raises:
+        ConfigError: for anything but two numbers with lo <= hi.
+    """
+    if valid_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in valid_range)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"valid_range={valid_range!r}: expected [lo, hi] in raw DN, e.g. "
+            "valid_range=[7273,43636]; null = no range check"
+        ) from None
+    if not lo <= hi:
+        raise ConfigError(f"valid_range=[{lo:g}, {hi:g}]: lo is above hi; swap them")
+    return lo, hi
+
+
+def _radsat_mask(bits: Sequence[int] | None, sources: Sequence[str]) -> int:
+    """The QA_RADSAT bit mask: configured bits, the bands' own (``SR_B4`` -> bit 3) or all."""
+    if bits is None:
+        numbers = [re.search(r"B(\d{1,2})$", str(src), re.IGNORECASE) for src in sources]
+        if all(numbers):
+            bits = [int(m.group(1)) - 1 for m in numbers if m]
+        else:
+            bits = DEFAULT_RADSAT_BITS
+    mask = 0
+    for b in bits:
+        if not 0 <= int(b) < 16:
+            raise ConfigError(f"sensor.radsat_bits: bit {b} is not 0..15; list QA_RADSAT bits")
+        mask |= 1 << int(b)
+    return mask
 
 
 class SceneReader:
@@ -455,6 +564,9 @@ class SceneReader:
         self.max_open = max_open
         self._open: OrderedDict[Path, rasterio.io.DatasetReader] = OrderedDict()
         self._decode = get_decoder(plan.sensor.decoder)
+        self._decode_path = takes_path(self._decode)
+        self._fill = _fill_values(plan)
+        self._range = _range_bounds(plan)
 
     def _ds(self, path: Path) -> rasterio.io.DatasetReader:
         ds = self._open.get(path)
@@ -473,15 +585,34 @@ class SceneReader:
             window: the window.
 
         Returns:
-            (stack, clear): (time, bands, rows, cols) raw DNs and (time, rows, cols) bool.
+            (stack, clear): (time, bands, rows, cols) raw DNs and (time, rows, cols) bool, True
+            where an observation is used (see the module docstring for the checks).
 
         Raises:
-            InputError: if a file cannot be read (naming it) or a decoder returns another shape.
+            InputError: if a file cannot be read (naming it), a decoder refuses a mask or
+                returns another shape.
+        """
+        stack, clear, _ = self.read_counted(window)
+        return stack, clear
+
+    def read_counted(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read one window of every scene and count the excluded observations.
+
+        Args:
+            window: the window.
+
+        Returns:
+            (stack, clear, excluded): as :meth:`read`, plus int64 counts of the excluded
+            observations per reason of :data:`EXCLUSION_REASONS`.
+
+        Raises:
+            InputError: as :meth:`read`.
         """
         p = self.plan
         h, w = int(window.height), int(window.width)
         stack = np.empty((len(p.scenes), len(p.bands), h, w), p.dtype)  # (t, b, h, w)
         clear = np.empty((len(p.scenes), h, w), np.bool_)  # (t, h, w)
+        saturated = np.zeros((len(p.scenes), h, w), np.bool_) if p.radsat_mask else None
         opts = p.sensor.decoder_options
         for t, scene in enumerate(p.scenes):
             path = scene.files[0]
@@ -493,26 +624,110 @@ class SceneReader:
                         self._ds(path).read(1, window=window, out=stack[t, b])
                 path = scene.mask
                 qa = self._ds(path).read(1, window=window)
+                if saturated is not None and scene.radsat is not None:
+                    path = scene.radsat
+                    radsat = self._ds(path).read(1, window=window)
+                    np.not_equal(radsat & p.radsat_mask, 0, out=saturated[t])
             except RasterioIOError as err:
                 first = str(err).splitlines()[0] if str(err) else "read error"
                 raise InputError(
                     f"{path}: cannot read window {window.col_off},{window.row_off} ({first}); "
                     "the file is damaged: re-create or re-download it"
                 ) from None
-            decoded = np.asarray(self._decode(qa, **opts))
+            if self._decode_path:
+                decoded = np.asarray(self._decode(qa, path=scene.mask, **opts))
+            else:
+                decoded = np.asarray(self._decode(qa, **opts))
             if decoded.shape != (h, w):
                 raise InputError(
                     f"{scene.mask}: decoder {p.sensor.decoder} returned shape {decoded.shape} for "
                     f"a {h}x{w} window; check sensor.decoder"
                 )
             clear[t] = decoded
-        return stack, clear
+        excluded = _exclude(stack, clear, saturated, self._fill, self._range)
+        return stack, clear, excluded
 
     def close(self) -> None:
         """Close every open file."""
         for ds in self._open.values():
             ds.close()
         self._open.clear()
+
+
+def _fill_values(p: StmPlan) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Nodata values as (time, bands, 1, 1) in the stack's dtype and where they are set.
+
+    Returns:
+        (values, has): ``has`` is None when every scene and band has a nodata value; None
+        when none has a representable one (no fill check).
+    """
+    nd = p.nodata
+    has = np.isfinite(nd)
+    if np.dtype(p.dtype).kind in "iu":
+        info = np.iinfo(p.dtype)
+        with np.errstate(invalid="ignore"):
+            has &= (nd >= info.min) & (nd <= info.max) & (nd == np.round(nd))
+    if not has.any():
+        return None
+    vals = np.where(has, nd, 0).astype(p.dtype)[:, :, None, None]
+    return vals, None if has.all() else has[:, :, None, None]
+
+
+def _range_bounds(p: StmPlan) -> tuple[Any, Any] | None:
+    """``valid_range`` as bounds comparable with the stack; None where a bound cannot bind."""
+    if p.valid_range is None:
+        return None
+    lo, hi = p.valid_range
+    if np.dtype(p.dtype).kind in "iu":
+        info = np.iinfo(p.dtype)
+        lo_i, hi_i = int(np.ceil(lo)), int(np.floor(hi))
+        lo_b = p.dtype.type(lo_i) if lo_i > info.min else None
+        hi_b = p.dtype.type(hi_i) if hi_i < info.max else None
+        if lo_i > info.max or hi_i < info.min or lo_i > hi_i:  # nothing can be valid
+            lo_b, hi_b = p.dtype.type(info.max), p.dtype.type(info.min)
+        return lo_b, hi_b
+    return lo, hi
+
+
+def _exclude(
+    stack: np.ndarray,
+    clear: np.ndarray,
+    saturated: np.ndarray | None,
+    fill: tuple[np.ndarray, np.ndarray | None] | None,
+    bounds: tuple[Any, Any] | None,
+) -> np.ndarray:
+    """Apply the fill, saturation and range checks to ``clear`` in place; count per reason.
+
+    Each excluded observation is counted once, under the first reason of
+    :data:`EXCLUSION_REASONS` that applies (``clear`` holds the QA decoder's verdict on entry).
+    """
+    counts = np.zeros(len(EXCLUSION_REASONS), np.int64)
+    n_fill = 0
+    if fill is not None:
+        vals, has = fill
+        eq = np.equal(stack, vals)  # (t, b, h, w)
+        if has is not None:
+            eq &= has
+        is_fill = eq.any(axis=1)
+        del eq
+        n_fill = int(np.count_nonzero(is_fill))
+        np.greater(clear, is_fill, out=clear)  # clear and not fill
+    n_used = int(np.count_nonzero(clear))
+    counts[0], counts[1] = n_fill, clear.size - n_fill - n_used
+    if saturated is not None:
+        np.greater(clear, saturated, out=clear)
+        n_ok = int(np.count_nonzero(clear))
+        counts[2], n_used = n_used - n_ok, n_ok
+    if bounds is not None and bounds != (None, None):
+        lo, hi = bounds
+        outside = np.zeros(clear.shape, np.bool_)
+        if lo is not None:
+            np.less(stack.min(axis=1), lo, out=outside)
+        if hi is not None:
+            outside |= np.greater(stack.max(axis=1), hi)
+        np.greater(clear, outside, out=clear)
+        counts[3] = n_used - int(np.count_nonzero(clear))
+    return counts
 
 
 def reduce_window(p: StmPlan, stack: np.ndarray, clear: np.ndarray) -> np.ndarray:
@@ -549,15 +764,20 @@ def composite_window(p: StmPlan, window: Window) -> np.ndarray:
     Returns:
         (outputs, rows, cols) int16 STM block, CLEAR_COUNT last.
     """
+    return _composite_window_counted(p, window)[0]
+
+
+def _composite_window_counted(p: StmPlan, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`composite_window` plus the window's exclusion counts (the Dask task)."""
     reader = SceneReader(p)
     try:
-        stack, clear = reader.read(window)
+        stack, clear, excluded = reader.read_counted(window)
     finally:
         reader.close()
-    return reduce_window(p, stack, clear)
+    return reduce_window(p, stack, clear), excluded
 
 
-Emit = Callable[[Window, np.ndarray], None]
+Emit = Callable[[Window, np.ndarray, np.ndarray], None]
 
 
 def _run_local(p: StmPlan, windows: Sequence[Window], emit: Emit) -> None:
@@ -569,12 +789,12 @@ def _run_local(p: StmPlan, windows: Sequence[Window], emit: Emit) -> None:
     reader = SceneReader(p)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="stm-read") as pool:
-            pending = pool.submit(reader.read, windows[0])
+            pending = pool.submit(reader.read_counted, windows[0])
             for k, window in enumerate(windows):
-                stack, clear = pending.result()
+                stack, clear, excluded = pending.result()
                 if k + 1 < len(windows):
-                    pending = pool.submit(reader.read, windows[k + 1])
-                emit(window, reduce_window(p, stack, clear))
+                    pending = pool.submit(reader.read_counted, windows[k + 1])
+                emit(window, reduce_window(p, stack, clear), excluded)
     finally:
         reader.close()
 
@@ -597,13 +817,13 @@ def _run_dask(p: StmPlan, windows: Sequence[Window], emit: Emit, address: str) -
         where: dict[Any, Window] = {}
 
         def submit(window: Window) -> Any:
-            fut = client.submit(composite_window, remote_plan, window, pure=False)
+            fut = client.submit(_composite_window_counted, remote_plan, window, pure=False)
             where[fut] = window
             return fut
 
         running = as_completed([submit(w) for w in itertools.islice(todo, limit)])
         for fut in running:
-            emit(where.pop(fut), fut.result())
+            emit(where.pop(fut), *fut.result())
             nxt = next(todo, None)
             if nxt is not None:
                 running.add(submit(nxt))
@@ -672,6 +892,8 @@ def composite(
         "SCENES": ",".join(s.id for s in chosen),
     }
     band_tags = [{"SCALE": str(1 / OUT_SCALE)}] * (len(p.descriptions) - 1) + [{"SCALE": "1"}]
+    scales = [1 / OUT_SCALE] * (len(p.descriptions) - 1) + [1.0]
+    excluded = np.zeros(len(EXCLUSION_REASONS), np.int64)
     threads = _set_threads(workers)
     try:
         with COGWriter(
@@ -688,12 +910,14 @@ def composite(
             band_tags=band_tags,
             overwrite=True,
         ) as writer:
+            _set_scales(writer, scales, [0.0] * len(scales))
             with tqdm(
                 total=len(windows), desc=out_path.name, disable=not progress, unit="win"
             ) as bar:
 
-                def emit(window: Window, block: np.ndarray) -> None:
+                def emit(window: Window, block: np.ndarray, counts: np.ndarray) -> None:
                     writer.write(block, window)
+                    excluded[:] += counts
                     bar.update()
 
                 if dask_address:
@@ -711,7 +935,32 @@ def composite(
         out_path,
         len(p.descriptions),
     )
+    log.info("%s", _exclusion_summary(p, d0, d1, excluded, grid.width * grid.height))
     return out_path
+
+
+def _exclusion_summary(p: StmPlan, d0: dt.date, d1: dt.date, excluded: np.ndarray, px: int) -> str:
+    """One log line: observations used and excluded per reason."""
+    total = px * len(p.scenes)
+    used = total - int(excluded.sum())
+    rng = "off" if p.valid_range is None else f"{p.valid_range[0]:g}..{p.valid_range[1]:g}"
+    radsat = p.sensor.radsat_suffix if p.radsat_mask else "no QA_RADSAT"
+    return (
+        f"{p.sensor.name} {d0}..{d1}: {total} observations, {used} used (CLEAR_COUNT); "
+        f"excluded: fill/nodata {excluded[0]}, QA {excluded[1]}, saturation ({radsat}) "
+        f"{excluded[2]}, out of valid range ({rng}) {excluded[3]}"
+    )
+
+
+def _set_scales(writer: COGWriter, scales: Sequence[float], offsets: Sequence[float]) -> None:
+    """Set GDAL band scale/offset on the staged raster (the COG copy keeps them).
+
+    COGWriter has no scales/offsets arguments yet; its staged dataset is written directly.
+    """
+    dst = getattr(writer, "_dst", None)
+    if dst is not None:
+        dst.scales = tuple(scales)
+        dst.offsets = tuple(offsets)
 
 
 def _set_threads(n: int | None) -> int | None:
