@@ -32,7 +32,7 @@ from bsrlc.stm import (
     plan_stm,
 )
 from bsrlc.stm.__main__ import period_label, typed_numbers
-from bsrlc.stm.compose import _radsat_mask, check_valid_range
+from bsrlc.stm.compose import _exclude, _radsat_mask, check_valid_range
 
 T30 = Affine(30, 0, 5_250_000, 0, -30, 4_060_020)
 BANDS = {
@@ -218,6 +218,16 @@ def test_valid_range_on_int16_and_bounds_past_the_dtype(tmp_path):
         reader.close()
     assert excluded.tolist() == [1, 0, 0, 1]
     assert not clear[0, 0, 0] and clear[0, 0, 1] and not clear[0, 0, 2]
+
+
+def test_nan_in_float_scenes_counts_as_fill():
+    stack = np.ones((2, 2, 1, 3), np.float32)  # (t, b, h, w)
+    stack[0, 1, 0, 0] = np.nan  # fill
+    stack[1, 0, 0, 2] = 5.0  # out of range
+    clear = np.ones((2, 1, 3), bool)
+    clear[1, 0, 1] = False  # QA
+    assert _exclude(stack, clear, None, None, (0.0, 2.0)).tolist() == [1, 1, 0, 1]
+    assert clear.sum() == 3
 
 
 def test_valid_range_and_radsat_settings_are_checked():

@@ -13,7 +13,7 @@ scheduler address the windows run as ``dask.distributed`` tasks instead.
 An observation (one scene at one pixel) is used when, in this order of checks (each excluded
 observation is counted under the first reason that applies, see :data:`EXCLUSION_REASONS`):
 
-1. ``fill``: no band is at its file's nodata value;
+1. ``fill``: no band is at its file's nodata value (or NaN);
 2. ``qa``: the QA decoder says clear;
 3. ``saturation``: the scene's QA_RADSAT file (``sensor.radsat_suffix``, where it exists) flags
    none of the bands read as saturated;
@@ -703,6 +703,7 @@ def _exclude(
     """
     counts = np.zeros(len(EXCLUSION_REASONS), np.int64)
     n_fill = 0
+    is_fill = None
     if fill is not None:
         vals, has = fill
         eq = np.equal(stack, vals)  # (t, b, h, w)
@@ -710,6 +711,10 @@ def _exclude(
             eq &= has
         is_fill = eq.any(axis=1)
         del eq
+    if stack.dtype.kind == "f":  # NaN is missing too (the kernel skips it)
+        nan = np.isnan(stack).any(axis=1)
+        is_fill = nan if is_fill is None else np.logical_or(is_fill, nan, out=is_fill)
+    if is_fill is not None:
         n_fill = int(np.count_nonzero(is_fill))
         np.greater(clear, is_fill, out=clear)  # clear and not fill
     n_used = int(np.count_nonzero(clear))
