@@ -441,7 +441,8 @@ def plan_stm(
         The plan.
 
     Raises:
-        InputError: for scenes on different grids or CRSs, a mask of another shape, a missing
+        InputError: for scenes on different grids or CRSs, a mask of another shape or of
+            another product than the decoder's (checked on a sample of each mask), a missing
             band or an unreadable file (naming it).
         ConfigError: for unknown metrics, indices, decoders or decoder options.
     """
@@ -450,6 +451,7 @@ def plan_stm(
     idx = index_matrices(list(indices), names)
     check_options(sensor.decoder, sensor.decoder_options)
     valid_range = check_valid_range(sensor.valid_range)
+    decoder = get_decoder(sensor.decoder)
     if not scenes:
         raise InputError("no scenes to composite; point scenes= at a folder with scenes")
     file_infos = {f: _file_info(f) for s in scenes for f in s.files}
@@ -477,6 +479,8 @@ def plan_stm(
                         f"{aux}: mask is {m.width}x{m.height} but its scene {s.files[0]} is "
                         f"{grid.width}x{grid.height}; use the mask that belongs to the scene"
                     )
+                if aux == s.mask and takes_path(decoder):  # refuse a wrong product up front
+                    decoder(_mask_sample(m), path=s.mask, **sensor.decoder_options)
     dtype = np.result_type(*dtypes)
     radsat_mask = 0
     if any(s.radsat is not None for s in scenes):
@@ -502,6 +506,27 @@ def plan_stm(
         valid_range=valid_range,
         radsat_mask=radsat_mask,
     )
+
+
+def _mask_sample(ds: rasterio.io.DatasetReader, size: int = 32) -> np.ndarray:
+    """Full-resolution pixels of five small windows of a mask (centre and quarter points).
+
+    Five blocks at most are read; overviews are not used (they may average bit fields).
+    """
+    parts = []
+    for fy, fx in ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
+        h, w = min(size, ds.height), min(size, ds.width)
+        row = min(max(int(ds.height * fy) - h // 2, 0), ds.height - h)
+        col = min(max(int(ds.width * fx) - w // 2, 0), ds.width - w)
+        try:
+            parts.append(ds.read(1, window=Window(col, row, w, h)).reshape(-1))
+        except RasterioIOError as err:
+            first = str(err).splitlines()[0] if str(err) else "read error"
+            raise InputError(
+                f"{ds.name}: cannot read ({first}); the file is damaged: re-create or "
+                "re-download it"
+            ) from None
+    return np.concatenate(parts)
 
 
 def check_valid_range(valid_range: Any) -> tuple[float, float] | None:
