@@ -18,6 +18,7 @@ from bsrlc.stm.grid import (
     parse_tile_id,
     resolve_area,
     tile_id,
+    windows,
 )
 
 
@@ -205,3 +206,17 @@ def test_bad_grids_and_areas(tmp_path):
         dst.write(np.zeros((1, 4, 4), np.uint8))
     with pytest.raises(InputError, match="no CRS"):
         area_from_rasters([nocrs])
+
+
+def test_windows_tile_a_geobox_exactly():
+    tile = TargetGrid().tile((151, 130))
+    got = list(windows(tile.geobox, 384))
+    assert len(got) == 9
+    covered = np.zeros((1000, 1000), int)
+    for win, gbox in got:
+        assert gbox.shape.yx == (win.height, win.width)
+        assert gbox.affine == tile.geobox.affine * Affine.translation(win.col_off, win.row_off)
+        covered[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width] += 1
+    assert (covered == 1).all()
+    with pytest.raises(ConfigError, match="window size"):
+        next(windows(tile.geobox, 0))

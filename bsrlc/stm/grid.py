@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from odc.geo import CRS, xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, box, unary_union
 from odc.geo.gridspec import GridSpec
+from rasterio.windows import Window
 
 from bsrlc.errors import ConfigError, InputError
 
@@ -325,6 +326,31 @@ class TargetGrid:
         )
 
 
+def windows(geobox: GeoBox, size: int) -> Iterator[tuple[Window, GeoBox]]:
+    """Square windows of a GeoBox (a tile), row by row, clipped at its edges.
+
+    Slicing a GeoBox past its edge does not clip (``gbox[0:512, 900:1412]`` of a 1000 px tile
+    is 512 px wide), so windows must be cut with this.
+
+    Args:
+        geobox: the GeoBox to cut (a tile's ``geobox`` or ``fine``).
+        size: window edge in pixels.
+
+    Yields:
+        (rasterio Window into ``geobox``, the window's own GeoBox).
+
+    Raises:
+        ConfigError: for a size < 1.
+    """
+    if size < 1:
+        raise ConfigError(f"window size={size}: must be >= 1 (e.g. 512)")
+    ny, nx = geobox.shape.yx
+    for r0 in range(0, ny, size):
+        for c0 in range(0, nx, size):
+            h, w = min(size, ny - r0), min(size, nx - c0)
+            yield Window(c0, r0, w, h), geobox[r0 : r0 + h, c0 : c0 + w]
+
+
 def area_from_bounds(bounds: Sequence[float], crs: Any = DEFAULT_CRS) -> Geometry:
     """An area from ``grid.bounds``.
 
@@ -480,4 +506,5 @@ __all__ = [
     "raster_footprint",
     "resolve_area",
     "tile_id",
+    "windows",
 ]
