@@ -59,7 +59,7 @@ from rasterio.windows import Window
 
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.raster import open_raster
-from bsrlc.stm.qa import check_options, get_decoder
+from bsrlc.stm.qa import check_options, get_decoder, takes_path
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,14 @@ class MaskLayer:
             bool array of the same shape, True where clear.
 
         Raises:
-            InputError: if the decoder returns another shape.
+            InputError: if the decoder returns another shape (or, from the decoder, if the
+                file is not its product).
         """
         fn = get_decoder(self.decoder) if isinstance(self.decoder, str) else self.decoder
-        clear = np.asarray(fn(qa, **dict(self.options)), dtype=bool)
+        opts = dict(self.options)
+        if takes_path(fn):  # the decoder checks its product and names the file
+            opts["path"] = self.path
+        clear = np.asarray(fn(qa, **opts), dtype=bool)
         if clear.shape != qa.shape:
             raise InputError(
                 f"{self.path}: decoder {self.decoder} returned shape {clear.shape} for a "
