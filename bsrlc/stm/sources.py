@@ -318,7 +318,10 @@ def resampling_of(name: str | Resampling) -> Resampling:
 
 
 def source_roi(
-    src: GeoBox, dst: GeoBox, resampling: str | Resampling = "bilinear"
+    src: GeoBox,
+    dst: GeoBox,
+    resampling: str | Resampling = "bilinear",
+    shrink: float | None = None,
 ) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
     """The part of a source raster that a target window needs, and the part it fills.
 
@@ -330,16 +333,20 @@ def source_roi(
         src: the source raster's GeoBox.
         dst: the target window's GeoBox.
         resampling: the resampling used.
+        shrink: source pixels per target pixel (the kernel's widening, 1 / :func:`kernel_scale`);
+            None: estimated here.
 
     Returns:
         ((rows, cols) of the source, (rows, cols) of the target) as slices, or None when the
         two do not overlap.
     """
     rs = resampling_of(resampling)
-    first = compute_reproject_roi(src, dst, padding=1)
-    if roi_is_empty(first.roi_dst) or roi_is_empty(first.roi_src):
-        return None
-    shrink = max(1.0, float(first.scale)) if first.scale else 1.0
+    if shrink is None:
+        first = compute_reproject_roi(src, dst, padding=1)
+        if roi_is_empty(first.roi_dst) or roi_is_empty(first.roi_src):
+            return None
+        shrink = float(first.scale) if first.scale else 1.0
+    shrink = max(1.0, shrink)
     pad = math.ceil(_KERNEL_RADIUS[rs.name] * shrink) + 1
     info = compute_reproject_roi(src, dst, padding=pad)
     if roi_is_empty(info.roi_dst) or roi_is_empty(info.roi_src):
@@ -486,6 +493,7 @@ class WarpReader:
         self.max_open = max_open
         self._open: OrderedDict[Path, tuple[rasterio.io.DatasetReader, GeoBox]] = OrderedDict()
         self._scales: dict[tuple[Path, str, tuple[float, float]], tuple[float, float]] = {}
+        self._rois: dict[tuple, Any] = {}
 
     def __enter__(self) -> WarpReader:
         return self
@@ -523,6 +531,18 @@ class WarpReader:
             hit = self._scales[key] = kernel_scale(src, dst)
         return hit
 
+    def _roi(
+        self, path: Path, src: GeoBox, dst: GeoBox, rs: Resampling
+    ) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+        """source_roi, once per source grid and window (a scene's bands share their grid)."""
+        scale = self._scale(path, src, dst)
+        key = (str(src.crs), src.affine, src.shape.yx, dst.affine, dst.shape.yx, rs, scale)
+        if key not in self._rois:
+            if len(self._rois) > 4096:
+                self._rois.clear()
+            self._rois[key] = source_roi(src, dst, rs, shrink=1.0 / min(scale))
+        return self._rois[key]
+
     def footprint(self, scene: SourceScene, crs: Any) -> Geometry:
         """The outline of a scene's first band, in another CRS.
 
@@ -546,8 +566,9 @@ class WarpReader:
         Returns:
             True if the scene's first band overlaps the window.
         """
-        _, gbox = self._ds(next(iter(scene.bands.values())))
-        return source_roi(gbox, geobox, self.resampling) is not None
+        path = next(iter(scene.bands.values()))
+        _, gbox = self._ds(path)
+        return self._roi(path, gbox, geobox, self.resampling) is not None
 
     def _read_block(self, path: Path, window: Window) -> np.ndarray:
         ds, _ = self._ds(path)
@@ -584,7 +605,7 @@ class WarpReader:
         ds, src = self._ds(path)
         nod = _fill_value(ds.dtypes[0], ds.nodata if nodata is None else nodata)
         rs = self.resampling if resampling is None else resampling_of(resampling)
-        roi = source_roi(src, geobox, rs)
+        roi = self._roi(path, src, geobox, rs)
         if roi is None:
             return np.full(geobox.shape.yx, nod, dtype=ds.dtypes[0])
         rows, cols = roi[0]
@@ -617,7 +638,7 @@ class WarpReader:
             (rows, cols) float32 clear fraction; NaN where the QA has no pixels.
         """
         _, src = self._ds(layers[0].path)
-        roi = source_roi(src, geobox, Resampling.average)
+        roi = self._roi(layers[0].path, src, geobox, Resampling.average)
         if roi is None:
             return np.full(geobox.shape.yx, np.nan, np.float32)
         rows, cols = roi[0]
