@@ -163,6 +163,7 @@ def run(
     from bsrlc.inference.loading import load_checkpoint
     from bsrlc.inference.resample import nearest_upsample
     from bsrlc.inference.sr import super_resolve_raster
+    from bsrlc.inference.temporal import smooth_maps
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -279,16 +280,38 @@ def run(
         "landsat_30m_nn": nn_feats,
         "pixel_sr_10m": sr_feats,
     }
+    # Every period mapped independently (calibrated, EM prior-corrected), then, for inputs with
+    # several periods, made consistent by the HMM with parameters chosen on that classifier's
+    # validation points (the independent maps stay in maps/independent/).
     map_paths: dict[str, dict[str, Path]] = {}
+    independent: dict[str, dict[str, Path]] = {}
+    temporal: dict[str, Any] = {}
     models = {name: load_checkpoint(ckpt) for name, ckpt in cls_ckpts.items()}
-    for name in per_period_input:
-        model = models[name]
-        map_paths[name] = {}
-        for y, raster in per_period_input[name].items():
-            dst = maps_dir / f"{name}_{y}.tif"
-            if force or not dst.exists():
-                _map(model, raster, dst, legend, progress, **MAPPING)
-            map_paths[name][y] = dst
+    (maps_dir / "independent").mkdir(exist_ok=True)
+    for name, per_year in per_period_input.items():
+        several = len(per_year) > 1
+        folder = maps_dir / "independent" if several else maps_dir
+        independent[name] = {y: folder / f"{name}_{y}.tif" for y in per_year}
+        map_paths[name] = {y: maps_dir / f"{name}_{y}.tif" for y in per_year}
+        for y, raster in per_year.items():
+            if force or not independent[name][y].exists():
+                _map(models[name], raster, independent[name][y], legend, progress, **MAPPING)
+        if several:
+            probas = [p.with_name(p.stem + "_proba.tif") for p in independent[name].values()]
+            run_dir = runs / f"classify_{name}"
+            val = _validation_points(*cls_configs[name], run_dir, dict(per_year))
+            temporal[name] = _select_hmm(probas, val, legend)
+            if force or not all(p.exists() for p in map_paths[name].values()):
+                smooth_maps(
+                    probas,
+                    list(map_paths[name].values()),
+                    legend,
+                    stay=temporal[name]["stay"],
+                    evidence_weight=temporal[name]["evidence_weight"],
+                    overwrite=True,
+                )
+        for y in per_year:
+            dst = map_paths[name][y]
             for key, year in (("latest", latest), ("early", early)):
                 if y == year:
                     res = M.evaluate_at_points(dst, points[year], legend)
@@ -320,6 +343,11 @@ def run(
         if len(per_year) == len(years)
     }
     flicker["truth"] = M.flicker([truths[y] for y in years])
+    flicker_independent = {
+        name: M.flicker([M.read_map(per_year[y])[0] for y in years])
+        for name, per_year in independent.items()
+        if len(per_year) == len(years)
+    }
     site = world.construction_site()
     construction: dict[str, Any] = {}
     if site is not None:
@@ -335,7 +363,7 @@ def run(
 
     # Ablation: what each remedy gains on the SR CNN's maps, by area (every parameter comes from
     # training/validation data or the maps themselves; the held-out block is only scored).
-    val = _validation_points(*cls_configs["sr_10m"], runs / "classify_sr_10m", sr_feats)
+    val = _validation_points(*cls_configs["sr_10m"], runs / "classify_sr_10m", dict(sr_feats))
     ablation = _ablation(
         models, sr_feats, truths, world, legend, maps_dir / "ablation", val, progress
     )
@@ -425,6 +453,11 @@ def run(
         },
         "maps": {y: maps_eval[y] for y in years if y in maps_eval},
         "flicker": flicker,
+        "flicker_independent": flicker_independent,
+        "temporal": {
+            name: {k: v for k, v in sel.items() if k != "candidates"}
+            for name, sel in temporal.items()
+        },
         "construction_site": construction,
         "ablation": ablation,
         "area_adjusted": area_acc.to_dict(),
@@ -729,6 +762,20 @@ def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[
             )
     flick = ", ".join(f"{k} {v:.4f}" for k, v in metrics["flicker"].items())
     lines += ["", f"Flicker (share of pixels that change and change back): {flick}."]
+    temporal = metrics.get("temporal") or {}
+    if temporal:
+        lines.append(
+            "Inputs with several periods are mapped period by period (calibrated, EM class-prior "
+            "correction) and then made consistent by the HMM, its parameters chosen on each "
+            "classifier's validation points ("
+            + "; ".join(
+                f"{k}: stay {v['stay']}, evidence weight {v['evidence_weight']}"
+                for k, v in temporal.items()
+            )
+            + "). Flicker of the independent maps: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in metrics["flicker_independent"].items())
+            + "."
+        )
     site = metrics.get("construction_site") or {}
     if site:
         lines.append(
