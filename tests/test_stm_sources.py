@@ -402,7 +402,11 @@ def two_zones(tmp_path_factory):
         qa = np.where(filled, C2_CLEAR, C2_FILL).astype(np.uint16)
         radsat = np.zeros(utm.shape.yx, np.uint16)
         if pid == PID_A:
-            r, c = np.argwhere(filled)[len(np.argwhere(filled)) // 2]
+            # in the middle of the zones' overlap (18 E, 50 N), so scene B covers it
+            x, y = box(18.0, 50.0, 18.0001, 50.0001, "EPSG:4326").to_crs(utm.crs).centroid.coords[0]
+            col, row = ~utm.affine * (x, y)
+            r, c = int(row) - 5, int(col) - 5
+            assert filled[r - 40 : r + 50, c : c + 10].all()
             qa[r : r + 10, c : c + 10] |= 1 << 3  # cloud
             radsat[r - 40, c] = 1 << 4  # SR_B5 (NIR) saturated
             warped[4][r + 40, c] = 50000  # RED above the valid range
@@ -501,13 +505,27 @@ def test_qa_radsat_and_valid_range_at_native_resolution(two_zones):
     x, y = gbox.affine * (cols + 0.5, rows + 0.5)
     inside = shapely.contains_xy(core.geom, x, y)
     assert inside.sum() > 20 and not got.clear[inside].any()  # the cloud is masked
+    assert got.has_data[inside].all() and not got.qa_clear[inside].any()  # by QA, not fill
+    np.testing.assert_array_equal(got.clear, got.has_data & got.qa_clear)
+    assert got.fill == [0] * 6
+    stack = np.ones((2, 6, *gbox.shape.yx), np.float32)  # a (time, bands, rows, cols) stack
+    with WarpReader() as reader:
+        again = reader.read(a, gbox, out=stack[1])
+    assert again.data is not None and np.shares_memory(again.data, stack)
+    np.testing.assert_array_equal(stack[1], got.data.astype(np.float32))
+    assert (stack[0] == 1).all()
     assert got.clear[~cloud].mean() > 0.5
     rr, rc = two_zones["radsat"]
     cx, cy = utm[rr : rr + 1, rc : rc + 1].extent.centroid.to_crs(gbox.crs).coords[0]
-    centre = np.hypot(x - cx, y - cy) < 15
+    centre = np.hypot(x - cx, y - cy) < 22  # overlaps the native pixel
     assert centre.sum() >= 1 and not got.clear[centre].any()  # QA_RADSAT's NIR bit
-    # the RED value 50000 (above 43636) never reaches the target, not even blended
+    # the RED value 50000 (above 43636) never reaches the target, not even blended, and the
+    # pixels whose kernel reached it (valued from their other neighbours only) are not used
     assert got.data[2].max() < 20000
+    hr, hc = two_zones["hot"]
+    cx, cy = utm[hr : hr + 1, hc : hc + 1].extent.centroid.to_crs(gbox.crs).coords[0]
+    hot = np.hypot(x - cx, y - cy) < 40
+    assert hot.sum() >= 4 and not got.clear[hot].any() and got.qa_clear[hot].all()
     with WarpReader(apply_valid_range=False) as reader:
         raw = reader.read(a, gbox).data[2]
     assert raw.max() > 20000

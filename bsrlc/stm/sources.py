@@ -56,6 +56,7 @@ from odc.geo.roi import roi_is_empty
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
+from scipy import ndimage
 
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.raster import open_raster
@@ -445,14 +446,32 @@ class SceneWindow:
     """One scene read onto one target window.
 
     Attributes:
-        data: (bands, rows, cols) raw DNs (fill where a band has no data).
-        clear: (rows, cols) bool: QA says clear and every band has data.
+        data: (bands, rows, cols) raw DNs (``fill`` where a band has no data).
+        clear: (rows, cols) bool: ``has_data & qa_clear``.
         bands: the band names, in ``data`` order.
+        fill: per band, the value of pixels without data.
+        has_data: (rows, cols) bool: every band has data (not fill, not outside the scene,
+            not outside the valid range at native resolution).
+        qa_clear: (rows, cols) bool: the QA layers (QA_PIXEL and QA_RADSAT, SCL...) pass.
     """
 
     data: np.ndarray
     clear: np.ndarray
     bands: list[str]
+    fill: list[float] = field(default_factory=list)
+    has_data: np.ndarray | None = None
+    qa_clear: np.ndarray | None = None
+
+
+@dataclass
+class _Invalid:
+    """Native pixels of a band block that were fill or out of range (True)."""
+
+    key: tuple
+    invalid: np.ndarray
+    block: GeoBox
+    reach: int
+    scale: tuple[float, float]
 
 
 class WarpReader:
@@ -602,26 +621,57 @@ class WarpReader:
         Returns:
             (rows, cols) in the file's dtype, ``nodata`` where no source data reaches.
         """
+        return self._band(path, geobox, nodata, valid_range, resampling)[0]
+
+    def _band(
+        self,
+        path: Path,
+        geobox: GeoBox,
+        nodata: float | None,
+        valid_range: tuple[float, float] | None,
+        resampling: str | Resampling | None = None,
+    ) -> tuple[np.ndarray, _Invalid | None]:
+        """read_band, plus the native pixels that were fill or out of range (None: none)."""
         ds, src = self._ds(path)
         nod = _fill_value(ds.dtypes[0], ds.nodata if nodata is None else nodata)
         rs = self.resampling if resampling is None else resampling_of(resampling)
         roi = self._roi(path, src, geobox, rs)
         if roi is None:
-            return np.full(geobox.shape.yx, nod, dtype=ds.dtypes[0])
+            return np.full(geobox.shape.yx, nod, dtype=ds.dtypes[0]), None
         rows, cols = roi[0]
         block = self._read_block(path, Window.from_slices(rows, cols))
+        invalid = np.isnan(block) if isinstance(nod, float) and math.isnan(nod) else block == nod
         if valid_range is not None:
             lo, hi = valid_range
-            block[(block < lo) | (block > hi)] = nod
+            with np.errstate(invalid="ignore"):
+                invalid |= (block < lo) | (block > hi)
+            block[invalid] = nod
+        scale = self._scale(path, src, geobox)
+        warped = warp_array(
+            block, src[rows, cols], geobox, rs, nod, nod, num_threads=self.num_threads, scale=scale
+        )
+        if not invalid.any():
+            return warped, None
+        # how far (in source pixels) the kernel reaches from a target pixel's area
+        reach = 0 if rs is Resampling.nearest else math.ceil(_KERNEL_RADIUS[rs.name] / min(scale))
+        key = (str(src.crs), src.affine, src.shape.yx, rows.start, rows.stop, cols.start, cols.stop)
+        return warped, _Invalid(key, invalid, src[rows, cols], reach, scale)
+
+    def _valid_fraction(self, bad: _Invalid, geobox: GeoBox) -> np.ndarray:
+        """The share of each target pixel clear of invalid native pixels and their kernel reach."""
+        invalid = bad.invalid
+        if bad.reach > 0:
+            size = 2 * bad.reach + 1
+            invalid = ndimage.binary_dilation(invalid, np.ones((size, size), bool))
         return warp_array(
-            block,
-            src[rows, cols],
+            (~invalid).astype(np.float32),
+            bad.block,
             geobox,
-            rs,
-            nod,
-            nod,
+            Resampling.average,
+            None,
+            float("nan"),
             num_threads=self.num_threads,
-            scale=self._scale(path, src, geobox),
+            scale=bad.scale,
         )
 
     def clear_fraction(self, layers: Sequence[MaskLayer], geobox: GeoBox) -> np.ndarray:
@@ -671,14 +721,20 @@ class WarpReader:
         )
 
     def read(
-        self, scene: SourceScene, geobox: GeoBox, bands: Sequence[str] | None = None
+        self,
+        scene: SourceScene,
+        geobox: GeoBox,
+        bands: Sequence[str] | None = None,
+        out: np.ndarray | None = None,
     ) -> SceneWindow:
         """Read a scene onto a target window.
 
         Args:
             scene: the scene.
-            geobox: the target window (e.g. ``tile.geobox[r0:r1, c0:c1]``).
+            geobox: the target window (e.g. from :func:`bsrlc.stm.grid.windows`).
             bands: band names to read, in this order (None: all of the scene's).
+            out: (bands, rows, cols) array to write the DNs into (e.g. ``stack[t]`` of a
+                (time, bands, rows, cols) stack); cast to its dtype. None: a new array.
 
         Returns:
             The window's raw DNs and clear mask.
@@ -695,28 +751,46 @@ class WarpReader:
                 f"{scene.metadata or scene.id}: scene has no band(s) {', '.join(missing)} "
                 f"(it has {', '.join(scene.bands)}); drop the scene or fix bands="
             )
-        arrays = []
-        clear = np.ones(geobox.shape.yx, bool)
+        dtypes = [self._ds(scene.bands[b])[0].dtypes[0] for b in names]
+        if out is None:
+            out = np.empty((len(names), *geobox.shape.yx), np.result_type(*dtypes))
+        elif out.shape != (len(names), *geobox.shape.yx):
+            raise ValueError(f"out has shape {out.shape}, not {(len(names), *geobox.shape.yx)}")
+        has = np.ones(geobox.shape.yx, bool)
+        fills = []
         vr = scene.valid_range if self.apply_valid_range else None
-        for name in names:
+        bad: dict[tuple, _Invalid] = {}  # per source grid: native pixels invalid in any band
+        for i, name in enumerate(names):
             path = scene.bands[name]
             ds, _ = self._ds(path)
             nod = _fill_value(ds.dtypes[0], ds.nodata if scene.nodata is None else scene.nodata)
-            band = self.read_band(path, geobox, nod, vr)
-            clear &= ~np.isnan(band) if band.dtype.kind == "f" else band != nod
-            arrays.append(band)
+            band, invalid = self._band(path, geobox, nod, vr)
+            has &= ~np.isnan(band) if band.dtype.kind == "f" else band != nod
+            out[i] = band
+            fills.append(nod)
+            if invalid is not None:
+                seen = bad.get(invalid.key)
+                if seen is None:
+                    bad[invalid.key] = invalid
+                else:
+                    seen.invalid |= invalid.invalid
+        # a target pixel whose kernel reaches a fill, saturated or out-of-range native pixel
+        # would carry a value from its other neighbours only: not used
+        for invalid in bad.values():
+            with np.errstate(invalid="ignore"):
+                has &= self._valid_fraction(invalid, geobox) >= 1 - 1e-4
         masks = scene.masks
         if not masks:  # no QA: where the first band has data (and the scene's edge)
             first = scene.bands[names[0]]
             ds, _ = self._ds(first)
             nod = _fill_value(ds.dtypes[0], ds.nodata if scene.nodata is None else scene.nodata)
             masks = (MaskLayer(first, functools.partial(has_data, nodata=nod)),)
+        qa = np.ones(geobox.shape.yx, bool)
         for group in self._mask_groups(masks):
             frac = self.clear_fraction(group, geobox)
             with np.errstate(invalid="ignore"):
-                clear &= frac >= self.min_clear_fraction - 1e-4
-        dtype = np.result_type(*(a.dtype for a in arrays))
-        return SceneWindow(np.stack(arrays).astype(dtype, copy=False), clear, names)
+                qa &= frac >= self.min_clear_fraction - 1e-4
+        return SceneWindow(out, has & qa, names, fills, has, qa)
 
     def _mask_groups(self, masks: Sequence[MaskLayer]) -> list[list[MaskLayer]]:
         groups: dict[tuple, list[MaskLayer]] = {}
