@@ -1,19 +1,24 @@
 """Scenes as delivered, warped onto the target grid window by window while they are read.
 
 No scene is ever copied to disk or read whole. For one window of the target grid (an odc-geo
-:class:`~odc.geo.geobox.GeoBox`, e.g. ``tile.geobox[0:512, 0:512]``) and one scene:
+:class:`~odc.geo.geobox.GeoBox`, from :func:`bsrlc.stm.grid.windows`) and one scene:
 
 - each band file is read only in the source window that the target window needs (plus the
   resampling kernel's reach, :func:`source_roi`), and warped with GDAL (``rasterio.warp``) onto
-  the window: ``bilinear`` by default, or ``cubic``, ``average``, ``nearest``... Raw values
-  outside the product's valid range (saturation) become nodata *before* the warp, so they never
-  leak into interpolated neighbours;
+  the window: ``bilinear`` by default, or ``cubic``, ``average``, ``nearest``. The kernel width
+  is pinned per source (:func:`kernel_scale`) and GDAL's chunking heuristic is off
+  (:data:`WARP_OPTIONS`), so a window gets exactly the DNs ``rasterio.warp.reproject`` of the
+  whole file onto that window gives;
+- raw values that are fill or outside the product's valid range (saturation) become nodata
+  *before* the warp, so they never leak into interpolated neighbours, and a target pixel whose
+  kernel reaches one of them is not used (it would be valued from its other neighbours only);
 - QA bands are decoded to clear / not clear at their **native** resolution first (a decoder of
   :mod:`bsrlc.stm.qa` or any callable), the 0/1 result is averaged onto the window (the clear
-  fraction of each target pixel's area) and thresholded (``min_clear_fraction``, default 1: every
-  native QA pixel under the target pixel is clear). Bit fields are never interpolated. QA layers
-  on one grid (Landsat QA_PIXEL + QA_RADSAT) are combined before that single warp;
-- a target pixel is clear where the fraction passes and no band is nodata there.
+  fraction of each target pixel's area; beyond the QA raster's edge counts as not clear) and
+  thresholded (``min_clear_fraction``, default 1: every native QA pixel under the target pixel
+  is clear). Bit fields are never interpolated. QA layers on one grid (Landsat QA_PIXEL +
+  QA_RADSAT) are combined before that single warp;
+- a target pixel is clear where the QA passes and every band has data there.
 
 :class:`WarpReader` returns ``(bands, rows, cols)`` raw DNs plus a ``(rows, cols)`` clear mask;
 each scene carries its per-band ``scale`` and ``offset`` (reflectance = DN * scale + offset).
