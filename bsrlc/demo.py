@@ -363,9 +363,16 @@ def run(
 
     # Ablation: what each remedy gains on the SR CNN's maps, by area (every parameter comes from
     # training/validation data or the maps themselves; the held-out block is only scored).
-    val = _validation_points(*cls_configs["sr_10m"], runs / "classify_sr_10m", dict(sr_feats))
     ablation = _ablation(
-        models, sr_feats, truths, world, legend, maps_dir / "ablation", val, progress
+        models,
+        sr_feats,
+        truths,
+        world,
+        legend,
+        maps_dir / "ablation",
+        {"independent": independent["sr_10m"], "smoothed": map_paths["sr_10m"]},
+        temporal["sr_10m"],
+        progress,
     )
 
     # Area-adjusted accuracy of the latest SR map on the held-out block.
@@ -592,13 +599,14 @@ def _map(
 
 
 # Remedies for maps that are wrong by area, added one at a time (see the report's ablation):
-# (label, classifier, mapping options, index of the row whose probabilities an HMM smooths).
-ABLATION: list[tuple[str, str, dict[str, str], int | None]] = [
-    ("seed: latest-period points, no correction", "sr_10m_latest_only", {"priors": "none"}, None),
-    ("+ points of every period", "sr_10m", {"priors": "none"}, None),
-    ("+ calibrated EM class-prior correction", "sr_10m", {"priors": "em"}, None),
-    ("+ area-matched decision", "sr_10m", {"priors": "em", "decision": "area"}, None),
-    ("EM correction + HMM over periods", "sr_10m", {}, 2),
+# (label, classifier, mapping options; or the demo's own SR maps: "independent" periods, or
+# "smoothed" by the HMM).
+ABLATION: list[tuple[str, str, dict[str, str] | str]] = [
+    ("seed: latest-period points, no correction", "sr_10m_latest_only", {"priors": "none"}),
+    ("+ points of every period", "sr_10m", {"priors": "none"}),
+    ("+ calibrated EM class-prior correction", "sr_10m", "independent"),
+    ("+ area-matched decision", "sr_10m", {"priors": "em", "decision": "area"}),
+    ("EM correction + HMM over periods", "sr_10m", "smoothed"),
 ]
 
 
@@ -610,14 +618,14 @@ def _validation_points(
 
     cfg = _compose(experiment, overrides, run_dir)
     dm = instantiate(cfg.data)
-    dm.setup("fit")
+    dm.setup("split")  # the training run's split (same config and seed), no statistics
     period_of = {str(p.resolve()): i for i, p in enumerate(features.values())}
     rows, cols, period, labels = [], [], [], []
-    for part in dm._datasets["val"].datasets:
-        rows.append(part.rows)
-        cols.append(part.cols)
-        period.append(np.full(len(part), period_of[str(part.cache.info.path.resolve())]))
-        labels.append(part.labels)
+    for raster, r, c, lab in dm.split_table["val"]:
+        rows.append(r)
+        cols.append(c)
+        period.append(np.full(len(r), period_of[str(Path(raster).resolve())]))
+        labels.append(lab)
     return {
         k: np.concatenate(v)
         for k, v in zip(
@@ -678,42 +686,32 @@ def _ablation(
     world: DemoWorld,
     legend: Any,
     out: Path,
-    val: dict[str, np.ndarray],
+    demo_maps: dict[str, dict[str, Path]],
+    hmm: dict[str, Any],
     progress: bool,
 ) -> dict[str, Any]:
     """Area accuracy of the SR CNN's maps of every period under each remedy of ``ABLATION``.
 
-    The HMM's staying probability and evidence weight are chosen on the SR classifier's
-    validation points (:func:`~bsrlc.inference.temporal.select_parameters`).
+    Rows that are the demo's own SR maps (``demo_maps["independent"|"smoothed"]``) reuse them;
+    ``hmm`` is the HMM setting chosen for them on the validation points.
     """
     from bsrlc.evaluation import maps as M
-    from bsrlc.inference.temporal import smooth_maps
 
     years = list(features)
     r0, c0, r1, c1 = world.test_block_10m
     site = world.construction_site()
     open_code = legend.codes[legend.names.index("artificial open spaces")]
     rows = []
-    selected: dict[str, Any] = {}
-    for k, (label, model_name, mapping, hmm_of) in enumerate(ABLATION):
-        folder = out / f"v{k}"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for y, raster in features.items():
-            paths[y] = folder / f"sr_10m_{y}.tif"
-            if hmm_of is None and not paths[y].exists():
-                _map(models[model_name], raster, paths[y], legend, progress, **mapping)
-        if hmm_of is not None:
-            probas = [out / f"v{hmm_of}" / f"sr_10m_{y}_proba.tif" for y in years]
-            selected = _select_hmm(probas, val, legend)
-            if not all(p.exists() for p in paths.values()):
-                smooth_maps(
-                    probas,
-                    [paths[y] for y in years],
-                    legend,
-                    stay=selected["stay"],
-                    evidence_weight=selected["evidence_weight"],
-                )
+    for k, (label, model_name, mapping) in enumerate(ABLATION):
+        if isinstance(mapping, str):
+            paths = demo_maps[mapping]
+        else:
+            folder = out / f"v{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            paths = {y: folder / f"sr_10m_{y}.tif" for y in years}
+            for y, raster in features.items():
+                if not paths[y].exists():
+                    _map(models[model_name], raster, paths[y], legend, progress, **mapping)
         codes = {y: M.read_map(p)[0] for y, p in paths.items()}
         row: dict[str, Any] = {"remedy": label, "area_oa": {}, "area_ratio": {}}
         for y in years:
@@ -729,7 +727,7 @@ def _ablation(
             is_open = truths[period][sr, sc] == open_code
             row["construction_site"] = float((codes[period][sr, sc][is_open] == open_code).mean())
         rows.append(row)
-    return {"rows": rows, "hmm": selected}
+    return {"rows": rows, "hmm": {k: v for k, v in hmm.items() if k != "candidates"}}
 
 
 def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[str]:

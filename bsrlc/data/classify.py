@@ -267,6 +267,7 @@ class PointPatchDataModule(L.LightningDataModule):
         self.counts: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self._train_labels = np.zeros(0, np.int64)
+        self.split_table: dict[str, list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -366,7 +367,9 @@ class PointPatchDataModule(L.LightningDataModule):
         """Locate points, drop unusable ones, split spatially, compute statistics.
 
         Args:
-            stage: Lightning's stage (all splits are built regardless).
+            stage: Lightning's stage (all splits are built regardless); ``"split"`` only
+                splits the points (``split_table``: per split, (raster, rows, cols, class
+                indices) of each raster), without statistics or datasets.
 
         Raises:
             InputError: when a split is empty or a class loses all its training points.
@@ -399,7 +402,7 @@ class PointPatchDataModule(L.LightningDataModule):
         ex = np.concatenate([s.xs[v | s.test] for s, v in zip(sources, val, strict=True)])
         ey = np.concatenate([s.ys[v | s.test] for s, v in zip(sources, val, strict=True)])
         splits: dict[str, list[tuple[_Source, np.ndarray]]] = {"train": [], "val": [], "test": []}
-        stats, dropped_near = [], 0
+        eval_masks, dropped_near = [], 0
         for s, v, r in zip(sources, val, rest, strict=True):
             eval_mask = np.zeros((s.info.height, s.info.width), bool)
             er, ec = points_to_pixels(ex, ey, s.info.transform)
@@ -413,8 +416,7 @@ class PointPatchDataModule(L.LightningDataModule):
             splits["train"].append((s, train & ~too_close))
             splits["val"].append((s, v))
             splits["test"].append((s, s.test & s.usable))
-            # Normalisation from pixels away from the evaluation points.
-            stats.append(_band_stats(s.cache, ~grow(eval_mask, self.buffer + self.patch_size)))
+            eval_masks.append(eval_mask)
         labels = {k: np.concatenate([s.labels[m] for s, m in v]) for k, v in splits.items()}
         self.counts.update(
             {
@@ -447,6 +449,15 @@ class PointPatchDataModule(L.LightningDataModule):
                 "data.legend={preset:NAME,drop:[CODES]}"
             )
         warn_rare_classes(present, self.legend, self.min_points_per_class, self.points)
+        self.split_table = {
+            name: [(s.raster, s.rows[m], s.cols[m], s.labels[m]) for s, m in parts]
+            for name, parts in splits.items()
+        }
+        if stage == "split":  # where the points are, for model selection: no statistics
+            return
+        # Normalisation from pixels away from the evaluation points.
+        grown = [grow(m, self.buffer + self.patch_size) for m in eval_masks]
+        stats = [_band_stats(s.cache, ~g) for s, g in zip(sources, grown, strict=True)]
         self.norm_stats = _pool_stats(stats)
         freq = present / present.sum()
         self.class_weights = (1.0 / (freq * self.num_classes)).tolist()
