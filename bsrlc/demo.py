@@ -263,7 +263,7 @@ def run(
             *extra,
         ]
         if raster.startswith("["):  # four periods of points: as many steps in fewer epochs
-            over.append("trainer.max_epochs=15")
+            over.append("trainer.max_epochs=12")
         if tiny:
             over += ["trainer.max_epochs=2", "data.block_size=32"]
         cls_ckpts[name] = train_run(exp, over, runs / f"classify_{name}", force)
