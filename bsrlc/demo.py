@@ -263,7 +263,7 @@ def run(
             *extra,
         ]
         if raster.startswith("["):  # four periods of points: as many steps in fewer epochs
-            over.append("trainer.max_epochs=12")
+            over.append("trainer.max_epochs=15")
         if tiny:
             over += ["trainer.max_epochs=2", "data.block_size=32"]
         cls_ckpts[name] = train_run(exp, over, runs / f"classify_{name}", force)
@@ -295,7 +295,15 @@ def run(
         map_paths[name] = {y: maps_dir / f"{name}_{y}.tif" for y in per_year}
         for y, raster in per_year.items():
             if force or not independent[name][y].exists():
-                _map(models[name], raster, independent[name][y], legend, progress, **MAPPING)
+                _map(
+                    models[name],
+                    raster,
+                    independent[name][y],
+                    legend,
+                    progress,
+                    probabilities=several,
+                    **MAPPING,
+                )
         if several:
             probas = [p.with_name(p.stem + "_proba.tif") for p in independent[name].values()]
             run_dir = runs / f"classify_{name}"
@@ -576,8 +584,9 @@ def _map(
     progress: bool,
     priors: str = "em",
     decision: str = "argmax",
+    probabilities: bool = True,
 ) -> Path:
-    """Map a raster as ``predict.py`` does: calibrated, prior-corrected, with probabilities."""
+    """Map a raster as ``predict.py`` does: calibrated, prior-corrected (probabilities for HMM)."""
     from bsrlc.inference.dense import classify_raster
 
     return classify_raster(
@@ -590,7 +599,7 @@ def _map(
         legend,
         int(model.meta["halo"]),
         progress=progress,
-        probabilities=True,
+        probabilities=probabilities,
         temperature=float(model.meta.get("temperature") or 1.0),
         train_priors=model.meta.get("train_priors"),
         priors=priors,
@@ -711,7 +720,15 @@ def _ablation(
             paths = {y: folder / f"sr_10m_{y}.tif" for y in years}
             for y, raster in features.items():
                 if not paths[y].exists():
-                    _map(models[model_name], raster, paths[y], legend, progress, **mapping)
+                    _map(
+                        models[model_name],
+                        raster,
+                        paths[y],
+                        legend,
+                        progress,
+                        probabilities=False,
+                        **mapping,
+                    )
         codes = {y: M.read_map(p)[0] for y, p in paths.items()}
         row: dict[str, Any] = {"remedy": label, "area_oa": {}, "area_ratio": {}}
         for y in years:
