@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bsrlc.config import plain
 from bsrlc.data.legend import Legend
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.inference.jobs import RasterJob, model_digest, outputs_exist, run_lightning
@@ -301,7 +302,7 @@ def predict(cfg: Any) -> dict[str, Any]:
                     cjob,
                     cls_model.net,
                     cls_model.meta.get("train_priors"),
-                    _plain(cfg.get("priors", "em")),
+                    plain(cfg.get("priors", "em")),
                     str(cfg.get("decision", "argmax")),
                     device,
                 )
@@ -327,15 +328,6 @@ def predict(cfg: Any) -> dict[str, Any]:
             cfg.get("change"),
         )
     return results
-
-
-def _plain(value: Any) -> Any:
-    """A Hydra config node as plain Python (lists and dicts), anything else unchanged."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _temporal_mode(cfg: Any) -> str:
@@ -371,7 +363,7 @@ def smooth_periods(
         dst,
         legend,
         float(t.get("stay", 0.9)),
-        _plain(t.get("transitions")) or None,
+        plain(t.get("transitions")) or None,
         tile=int(cfg.tile),
         overwrite=bool(cfg.overwrite),
         evidence_weight=float(t.get("evidence_weight", 1.0)),

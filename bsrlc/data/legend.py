@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bsrlc.config import CONF_DIR
+from bsrlc.config import CONF_DIR, plain
 from bsrlc.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class Legend:
                 cfg = yaml.safe_load(path.read_text())
             except yaml.YAMLError as err:
                 raise ConfigError(f"{path}: not valid YAML ({err}); fix the legend file") from None
-        cfg = _plain(cfg)
+        cfg = plain(cfg)
         source = source or "config"
         if isinstance(cfg, Mapping) and "preset" in cfg:
             extra = sorted(str(k) for k in cfg if k not in {"preset", "name", "drop", "merge"})
@@ -682,21 +682,8 @@ def remap_codes(
     return out, keep, RemapCounts(dropped, merged)
 
 
-def _plain(value: Any) -> Any:
-    """Plain dicts and lists instead of OmegaConf nodes, at any depth."""
-    if hasattr(value, "_metadata"):  # an OmegaConf DictConfig or ListConfig
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _as_list(value: Any, where: str) -> list[Any]:
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return []
     if isinstance(value, str | int | np.integer):
@@ -710,7 +697,7 @@ def _as_list(value: Any, where: str) -> list[Any]:
 
 
 def _as_mapping(value: Any, where: str) -> dict[Any, Any]:
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return {}
     if isinstance(value, Mapping):

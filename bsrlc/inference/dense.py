@@ -22,7 +22,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from bsrlc.data.legend import Legend
-from bsrlc.errors import InputError
+from bsrlc.errors import ConfigError, InputError
 from bsrlc.inference.jobs import (
     OutputSpec,
     RasterJob,
@@ -387,7 +387,6 @@ def correct_priors(
     Raises:
         ConfigError: for an unknown option or shares that do not fit the legend.
     """
-    from bsrlc.errors import ConfigError
     from bsrlc.inference.priors import area_matching_offset, em_priors, prior_offset
 
     names = job.legend.names

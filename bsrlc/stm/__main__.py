@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from bsrlc.config import conf_dir
+from bsrlc.config import conf_dir, plain
 from bsrlc.errors import ConfigError, exit_on_user_error
 from bsrlc.stm.compose import (
     SensorConfig,
@@ -34,13 +34,6 @@ from bsrlc.stm.compose import (
 )
 
 log = logging.getLogger("bsrlc.stm")
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers to plain Python (resolved)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 _TWO_YEARS = re.compile(r"(?:19|20)\d\d(?:19|20)\d\d")
@@ -122,21 +115,21 @@ def run(cfg: DictConfig) -> list[str]:
     """
     if OmegaConf.is_missing(cfg, "scenes") or cfg.scenes in (None, ""):
         raise ConfigError("scenes: required; set scenes=/path/to/folder (or a list of files)")
-    sensor_cfg = _plain(cfg.sensor)
+    sensor_cfg = plain(cfg.sensor)
     if cfg.get("valid_range") is not None:
-        sensor_cfg["valid_range"] = _plain(cfg.valid_range)
+        sensor_cfg["valid_range"] = plain(cfg.valid_range)
     try:
         sensor = SensorConfig(**sensor_cfg)
     except TypeError as err:
         raise ConfigError(f"sensor: {err}; see conf/sensor/*.yaml for the keys") from None
-    bands = _plain(cfg.bands)
+    bands = plain(cfg.bands)
     scenes = discover_scenes(
-        _plain(cfg.scenes), sensor, bands, cfg.glob, cfg.get("band_file_pattern")
+        plain(cfg.scenes), sensor, bands, cfg.glob, cfg.get("band_file_pattern")
     )
     common: dict[str, Any] = {
         "bands": bands,
-        "metrics": list(_plain(cfg.metrics)),
-        "indices": list(_plain(cfg.get("indices")) or []),
+        "metrics": list(plain(cfg.metrics)),
+        "indices": list(plain(cfg.get("indices")) or []),
         "sensor": sensor,
         "block_size": int(cfg.block_size),
         "workers": cfg.get("workers"),
@@ -147,7 +140,7 @@ def run(cfg: DictConfig) -> list[str]:
     typed = typed_numbers()
     if cfg.get("periods"):
         periods = {
-            period_label(k, "periods", typed): list(v) for k, v in _plain(cfg.periods).items()
+            period_label(k, "periods", typed): list(v) for k, v in plain(cfg.periods).items()
         }
         return [str(p) for p in composite_periods(scenes, cfg.out_dir, periods, **common).values()]
     label = cfg.get("label")

@@ -21,7 +21,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from bsrlc.tasks.panels import log_image, plain
+from bsrlc.config import plain
+from bsrlc.tasks.panels import log_image
 
 log = logging.getLogger(__name__)
 

@@ -7,28 +7,11 @@ folder (``panels/``), so CSV-only runs have their figures too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-
-def plain(cfg: Any) -> Any:
-    """Resolve an OmegaConf node into plain dicts and lists (None stays None).
-
-    Args:
-        cfg: a DictConfig/ListConfig or anything else.
-
-    Returns:
-        Plain Python containers, safe to store in a checkpoint.
-    """
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 def log_image(

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bsrlc import losses
+from bsrlc.config import plain
 from bsrlc.errors import ConfigError
 from bsrlc.evaluation.sr_metrics import (
     SRMetrics,
@@ -27,7 +28,7 @@ from bsrlc.evaluation.sr_metrics import (
     bicubic_upsample,
     fit_band_gains,
 )
-from bsrlc.tasks.panels import log_image, plain
+from bsrlc.tasks.panels import log_image
 
 log = logging.getLogger(__name__)
 
