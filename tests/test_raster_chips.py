@@ -117,3 +117,16 @@ def test_chip_cache_matches_rasterio_and_torchgeo(tmp_path):
     assert not (
         (corners[:, 0] <= 5) & (corners[:, 0] >= 2) & (corners[:, 1] <= 7) & (corners[:, 1] >= 4)
     ).any()
+
+
+@pytest.mark.parametrize(("shape", "pixels"), [((64, 57), 5), ((40, 40), 1), ((20, 20), 15)])
+def test_grow_equals_binary_dilation_by_a_square(shape: tuple[int, int], pixels: int) -> None:
+    from scipy.ndimage import binary_dilation
+
+    from bsrlc.data.regions import grow
+
+    mask = np.random.default_rng(pixels).random(shape) < 0.01
+    mask[0, 0] = mask[-1, 3] = True  # borders: the outside counts as False
+    square = np.ones((2 * pixels + 1,) * 2, bool)
+    np.testing.assert_array_equal(grow(mask, pixels), binary_dilation(mask, structure=square))
+    assert not grow(np.zeros(shape, bool), pixels).any()
