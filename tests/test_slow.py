@@ -45,7 +45,7 @@ def test_demo_pipeline_on_the_tiny_world(tmp_path):
     assert len(rows) == 5 and all(set(r["area_oa"]) == set(m["maps"]) for r in rows)
     assert 0.0 <= m["ablation"]["hmm"]["stay"] <= 1.0
     assert set(m["temporal"]) == {"sr_10m", "landsat_30m_nn", "pixel_sr_10m"}
-    assert set(m["flicker_hmm"]) == set(m["temporal"])
+    assert set(m["flicker_independent"]) == set(m["temporal"])
     report = (tmp_path / "o" / "report.md").read_text()
     assert report.index("## Maps by area") < report.index("## Classification")
     for name in ("report.md", "change.gif", "figures/maps_vs_truth.png", "maps/sr_10m_2019.tif"):

@@ -103,3 +103,38 @@ def test_parameters_chosen_on_validation_points_follow_the_data():
     by = {(c["stay"], c["evidence_weight"]): c for c in out["candidates"]}
     assert by[(out["stay"], out["evidence_weight"])]["accuracy"] >= by[(0.9, 1.0)]["accuracy"]
     assert out["stay"] <= 0.5
+
+
+def test_settings_that_move_class_areas_are_not_chosen():
+    """Stable validation points favour a sticky chain; the maps also hold a one-period state
+    (a construction site on 40 % of the pixels) that a sticky chain erases: the area check
+    keeps the chosen setting from erasing it."""
+    from bsrlc.inference.temporal import select_parameters
+
+    rng = np.random.default_rng(7)
+    names = ["a", "b", "c"]
+    t_len, n, m = 4, 3000, 4000
+    period = rng.integers(0, t_len, n)
+    stable = np.repeat(rng.integers(0, 3, n)[None], t_len, 0)
+    proba = _noisy_series(rng, stable)
+    series = np.repeat(rng.choice([0, 2], m)[None], t_len, 0)
+    series[2, : int(0.4 * m)] = 1  # one period of "b" on 40 % of the pixels
+    sample = _noisy_series(rng, series, strength=1.5)
+    labels = stable[period, np.arange(n)]
+
+    free = select_parameters(
+        proba, period, labels, names, flicker_sample=sample, area_tolerance=np.inf
+    )
+    checked = select_parameters(proba, period, labels, names, flicker_sample=sample)
+    by = {(c["stay"], c["evidence_weight"]): c for c in checked["candidates"]}
+    assert by[(free["stay"], free["evidence_weight"])]["area_change"] > 0.15  # erases "b"
+    chosen = by[(checked["stay"], checked["evidence_weight"])]
+    assert chosen["area_change"] <= 0.15
+    assert abs(by[(0.0, 1.0)]["area_change"]) < 1e-6  # the independent maps always qualify
+    # no tolerance at all: only settings that leave every period's shares as they are
+    exact = select_parameters(
+        proba, period, labels, names, flicker_sample=sample, area_tolerance=0.0
+    )
+    assert exact["stay"] == 0.0 or by[(exact["stay"], exact["evidence_weight"])]["area_change"] == 0
+    with pytest.raises(ConfigError, match="area_tolerance"):
+        select_parameters(proba, period, labels, names, area_tolerance=-1)

@@ -13,7 +13,8 @@ periods' evidence as independent, but the same pixel's errors are correlated ove
 same garden looks like a roof every time), so pooling them is overconfident and over-maps the
 classes a pixel is often confused with; ``evidence_weight`` < 1 tempers the log-likelihoods.
 :func:`select_parameters` picks ``stay`` and ``evidence_weight`` from labelled validation
-points (never from the data a map is judged on).
+points (never from the data a map is judged on), among the settings that leave each period's
+class areas where the independent, prior-corrected maps put them.
 """
 
 from __future__ import annotations
@@ -328,17 +329,24 @@ def select_parameters(
     names: Sequence[str],
     priors: Sequence[Sequence[float]] | None = None,
     flicker_sample: np.ndarray | None = None,
-    stays: Sequence[float] = (0.0, 0.3, 0.5, 0.7, 0.9),
+    stays: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
     weights: Sequence[float] = (0.5, 0.7, 1.0),
     point_weights: np.ndarray | None = None,
+    area_tolerance: float = 0.15,
 ) -> dict[str, Any]:
     """Choose ``stay`` and ``evidence_weight`` on labelled validation points.
 
     Every candidate is scored by its accuracy at the points (each point labelled in one period,
-    the smoothing run over the whole series of its pixel). Among the candidates within one
-    standard error of the most accurate (the one-standard-error rule), the one with the least
-    flicker on ``flicker_sample`` (unlabelled pixels of the maps) wins: as smooth as the
-    validation data allow.
+    the smoothing run over the whole series of its pixel) and by how much it moves the class
+    areas: the largest ``|log(share / independent share)|`` over periods and classes on
+    ``flicker_sample``. Smoothing is meant to remove flicker, not to move areas: the
+    independent, prior-corrected maps are the calibrated area estimates, and a candidate that
+    shifts a class's share in some period by more than ``area_tolerance`` is erasing real
+    change (a one-period construction site) or pooling the same pixel's correlated errors over
+    periods (gardens mapped as houses in every period); it is left out. Among the remaining
+    candidates within one standard error of the most accurate (the one-standard-error rule),
+    the one with the least flicker wins: as smooth as the validation data allow. The
+    independent maps (``stay`` 0, weight 1) always qualify.
 
     Args:
         proba: (T, K, N) posteriors of every period at the N validation pixels.
@@ -353,34 +361,49 @@ def select_parameters(
             points over-represent rare classes; weighting each point by its class's area share
             over its class's point count makes the score an accuracy by area, which is what
             the maps are judged by.
+        area_tolerance: the largest allowed change of a class's log share in any period.
 
     Returns:
         ``{"stay", "evidence_weight", "candidates": [{stay, evidence_weight, accuracy, se,
-        flicker}]}``.
+        flicker, area_change}]}``.
+
+    Raises:
+        ConfigError: for a negative ``area_tolerance``.
     """
     from bsrlc.evaluation.maps import flicker
 
+    if area_tolerance < 0:
+        raise ConfigError(f"temporal.area_tolerance={area_tolerance}: give a value >= 0")
     n = labels.size
     sample = proba if flicker_sample is None else flicker_sample
+    k, m = sample.shape[1], sample.shape[2]
     wp = np.ones(n) if point_weights is None else np.asarray(point_weights, np.float64)
     wp = wp / wp.sum()
+
+    def log_shares(idx: np.ndarray) -> np.ndarray:  # (T, M) -> (T, K), one pixel's share floor
+        counts = np.stack([np.bincount(row, minlength=k) for row in idx])
+        return np.log((counts + 1.0) / (m + k))
+
+    independent = log_shares(sample.argmax(1))
+    candidates = {(float(s), float(w)) for s in stays for w in weights} | {(0.0, 1.0)}
     rows = []
-    for stay in stays:
-        for w in weights:
-            idx = smooth_probabilities(proba, names, stay, None, priors, w)
-            hit = (idx[period, np.arange(n)] == labels).astype(np.float64)
-            acc = float((wp * hit).sum())
-            flips = smooth_probabilities(sample, names, stay, None, priors, w)
-            rows.append(
-                {
-                    "stay": float(stay),
-                    "evidence_weight": float(w),
-                    "accuracy": acc,
-                    "se": float(np.sqrt((wp**2 * (hit - acc) ** 2).sum())),
-                    "flicker": flicker(list(flips + 1)),  # indices -> codes (0 = nodata)
-                }
-            )
-    best = max(rows, key=lambda r: r["accuracy"])
-    ok = [r for r in rows if r["accuracy"] >= best["accuracy"] - best["se"]]
+    for stay, w in sorted(candidates):
+        idx = smooth_probabilities(proba, names, stay, None, priors, w)
+        hit = (idx[period, np.arange(n)] == labels).astype(np.float64)
+        acc = float((wp * hit).sum())
+        flips = smooth_probabilities(sample, names, stay, None, priors, w)
+        rows.append(
+            {
+                "stay": stay,
+                "evidence_weight": w,
+                "accuracy": acc,
+                "se": float(np.sqrt((wp**2 * (hit - acc) ** 2).sum())),
+                "flicker": flicker(list(flips + 1)),  # indices -> codes (0 = nodata)
+                "area_change": float(np.abs(log_shares(flips) - independent).max()),
+            }
+        )
+    kept = [r for r in rows if r["area_change"] <= area_tolerance]
+    best = max(kept, key=lambda r: r["accuracy"])
+    ok = [r for r in kept if r["accuracy"] >= best["accuracy"] - best["se"]]
     pick = min(ok, key=lambda r: (r["flicker"], -r["accuracy"]))
     return {"stay": pick["stay"], "evidence_weight": pick["evidence_weight"], "candidates": rows}
