@@ -724,8 +724,19 @@ def _ablation(
     open_code = legend.codes[legend.names.index("artificial open spaces")]
     rows = []
     for k, (label, model_name, mapping) in enumerate(ABLATION):
+        codes: dict[str, np.ndarray]
         if isinstance(mapping, str):
-            paths = demo_maps[mapping]
+            codes = {y: M.read_map(p)[0] for y, p in demo_maps[mapping].items()}
+        elif model_name == "sr_10m":
+            # The demo's own classifier: other decisions on the logits its maps already came
+            # from, read back from their probability rasters instead of classifying again.
+            train = models[model_name].meta.get("train_priors")
+            codes = {
+                y: _decide_from_probabilities(
+                    p.with_name(p.stem + "_proba.tif"), legend, train, **mapping
+                )
+                for y, p in demo_maps["independent"].items()
+            }
         else:
             folder = out / f"v{k}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -741,7 +752,7 @@ def _ablation(
                         probabilities=False,
                         **mapping,
                     )
-        codes = {y: M.read_map(p)[0] for y, p in paths.items()}
+            codes = {y: M.read_map(p)[0] for y, p in paths.items()}
         row: dict[str, Any] = {"remedy": label, "area_oa": {}, "area_ratio": {}}
         for y in years:
             held = M.wall_to_wall(codes[y][r0:r1, c0:c1], truths[y][r0:r1, c0:c1], legend)
@@ -757,6 +768,44 @@ def _ablation(
             row["construction_site"] = float((codes[period][sr, sc][is_open] == open_code).mean())
         rows.append(row)
     return {"rows": rows, "hmm": {k: v for k, v in hmm.items() if k != "candidates"}}
+
+
+def _decide_from_probabilities(
+    proba_path: Path,
+    legend: Any,
+    train_priors: list[float] | None,
+    priors: str = "em",
+    decision: str = "argmax",
+) -> np.ndarray:
+    """A class map under another prior/decision option, from an EM-corrected probability raster.
+
+    The raster holds ``softmax(z / T + log(em / train))`` per class (``PRIORS`` tag: ``em``),
+    so ``log p - log(em / train)`` is the calibrated logit ``z / T`` up to a constant per pixel:
+    ``priors="none"`` is its argmax; ``decision="area"`` shifts the EM-corrected logits until the
+    class shares equal the EM priors, as :func:`bsrlc.inference.dense.correct_priors` does on a
+    pixel sample. Probabilities are stored in steps of 1/254, so a near-tie can fall either way.
+
+    Returns:
+        (rows, cols) class codes, 0 where the raster is nodata.
+    """
+    from bsrlc.inference.priors import area_matching_offset, prior_offset
+
+    k = len(legend)
+    with rasterio.open(proba_path) as src:
+        p = src.read(list(range(1, k + 1))).astype(np.float64)
+        em = np.asarray(json.loads(src.tags()["PRIORS"]), np.float64)
+        valid = src.read(k + 1) != 255
+    train = np.asarray(train_priors if train_priors is not None else [1.0 / k] * k, np.float64)
+    z = np.log(np.maximum(p, 0.5)) - prior_offset(train, em)[:, None, None]  # 0 -> half a step
+    if priors == "em":
+        z = z + prior_offset(train, em)[:, None, None]
+    elif priors != "none":
+        raise ValueError(f"priors={priors}: the ablation derives em or none")
+    if decision == "area":
+        z = z + np.asarray(area_matching_offset(z[:, valid].T, em))[:, None, None]
+    codes = np.asarray(legend.code_of(z.argmax(0)), np.uint8)
+    codes[~valid] = 0
+    return codes
 
 
 def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[str]:

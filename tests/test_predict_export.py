@@ -332,3 +332,51 @@ def test_period_labels_come_from_the_pattern_not_any_digits(tmp_path):
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(InputError, match=r"period label\(s\) \['2019'\]"):
         find_inputs(tmp_path)
+
+
+def test_em_on_a_small_raster_classifies_each_tile_once(
+    tmp_path, tiny_stms, checkpoints, monkeypatch
+):
+    """The prior estimate uses the whole small raster and mapping reuses its logits: one
+    dense pass, and the map equals one made from freshly computed logits under those priors."""
+    from bsrlc.inference import dense
+
+    model = load_checkpoint(checkpoints[1])
+    legend = Legend.from_config(model.meta["legend"])
+    src = tiny_stms["sentinel2"]["2019"]
+    args = (model.bands, model.mean, model.std, legend, model.meta["halo"])
+    common = {"progress": False, "temperature": model.meta["temperature"], "tile": 64}
+    calls = []
+    original = dense.ClassifyJob.window_logits
+
+    def counted(self, window, net, device):
+        calls.append((window.row_off, window.col_off))
+        return original(self, window, net, device)
+
+    monkeypatch.setattr(dense.ClassifyJob, "window_logits", counted)
+    em_map = classify_raster(
+        model.net, src, tmp_path / "em.tif", *args, priors="em", probabilities=True, **common
+    )
+    assert len(calls) == len(set(calls))  # every tile classified once
+    with rasterio.open(em_map.with_name("em_proba.tif")) as f:
+        em = json.loads(f.tags()["PRIORS"])
+    again = classify_raster(model.net, src, tmp_path / "given.tif", *args, priors=em, **common)
+    np.testing.assert_array_equal(rasterio.open(em_map).read(1), rasterio.open(again).read(1))
+
+
+def test_lattice_windows_cover_the_raster_evenly():
+    from bsrlc.inference.dense import lattice_windows
+
+    rng = np.random.default_rng(0)
+    wins = lattice_windows(1000, 600, 48, 64, rng)
+    assert 40 <= len(wins) <= 56
+    rows = np.array([w.row_off for w in wins])
+    cols = np.array([w.col_off for w in wins])
+    assert rows.min() >= 0 and cols.min() >= 0
+    assert all(w.row_off + w.height <= 600 and w.col_off + w.width <= 1000 for w in wins)
+    # every 200 px band of rows and columns holds windows (a systematic sample)
+    assert all(((rows >= a) & (rows < a + 200)).any() for a in range(0, 600, 200))
+    assert all(((cols >= a) & (cols < a + 200)).any() for a in range(0, 1000, 200))
+    # a small raster: windows clipped to it
+    small = lattice_windows(50, 40, 4, 64, rng)
+    assert all(w.width <= 50 and w.height <= 40 for w in small)
