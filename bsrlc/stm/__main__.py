@@ -5,6 +5,10 @@ Examples:
     python -m bsrlc.stm sensor=demo_landsat scenes=data/demo/scenes/landsat \
         'periods={2019:[2018-01-01,2020-12-31],2007:[2006-01-01,2008-12-31]}'
 
+Archives as delivered (any path/row, UTM zone; :mod:`bsrlc.stm.archive`), tiled onto the grid:
+    python -m bsrlc.stm source=landsat_c2 scenes=/data/c2 grid.crs=EPSG:3035 \
+        grid.resolution=30 grid.tile_size=30000 'periods={2019:[2018-01-01,2020-12-31]}'
+
 Period labels are strings. YAML 1.1 and Hydra's override grammar read ``2008_2013`` as the
 integer 20082013 (underscores separate digits); on the command line the label is taken back as
 typed (``label=2008_2013`` and ``periods={2008_2013:[...]}`` both give ``..._2008_2013.tif``).
@@ -25,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsrlc.config import conf_dir, plain
 from bsrlc.errors import ConfigError, exit_on_user_error
+from bsrlc.stm.archive import ingest_folder
 from bsrlc.stm.compose import (
     SensorConfig,
     composite,
@@ -32,6 +37,8 @@ from bsrlc.stm.compose import (
     discover_scenes,
     parse_date,
 )
+from bsrlc.stm.grid import DEFAULT_ORIGIN, TargetGrid
+from bsrlc.stm.sources import PRODUCTS
 
 log = logging.getLogger("bsrlc.stm")
 
@@ -115,6 +122,8 @@ def run(cfg: DictConfig) -> list[str]:
     """
     if OmegaConf.is_missing(cfg, "scenes") or cfg.scenes in (None, ""):
         raise ConfigError("scenes: required; set scenes=/path/to/folder (or a list of files)")
+    if cfg.get("source"):
+        return run_archive(cfg)
     sensor_cfg = plain(cfg.sensor)
     if cfg.get("valid_range") is not None:
         sensor_cfg["valid_range"] = plain(cfg.valid_range)
@@ -154,6 +163,84 @@ def run(cfg: DictConfig) -> list[str]:
     label = period_label(label, "label", typed)
     out = os.path.join(cfg.out_dir, f"{sensor.name}_{label}.tif")
     return [str(composite(scenes, out, start=cfg.get("start"), end=cfg.get("end"), **common))]
+
+
+def _periods(cfg: DictConfig) -> dict[str, list[Any]]:
+    """Label -> [start, end]: ``periods``, or the one window of ``start``, ``end``, ``label``."""
+    typed = typed_numbers()
+    if cfg.get("periods"):
+        return {period_label(k, "periods", typed): list(v) for k, v in plain(cfg.periods).items()}
+    label = cfg.get("label")
+    if label is None:
+        if cfg.get("end") is None:
+            raise ConfigError(
+                "label: not set and no end date to take the year from; set label=..., end=... "
+                "or periods={...}"
+            )
+        label = parse_date(cfg.end, "end").year
+    return {period_label(label, "label", typed): [cfg.get("start"), cfg.get("end")]}
+
+
+def run_archive(cfg: DictConfig) -> list[str]:
+    """Tiled ingest of a folder of scenes as delivered (``source=`` set; see conf/stm.yaml).
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        The VRT mosaic of each period, one per period.
+
+    Raises:
+        ConfigError: for an unknown source, a bands mapping or bad grid settings.
+    """
+    source = str(cfg.source)
+    if source not in (*PRODUCTS, "auto"):
+        raise ConfigError(
+            f"source={source}: unknown; use {', '.join(PRODUCTS)} or auto (or leave it unset "
+            "for scenes already on one grid)"
+        )
+    scenes = plain(cfg.scenes)
+    if not isinstance(scenes, str):
+        raise ConfigError(f"scenes={scenes}: with source= give one folder of scenes as delivered")
+    bands = plain(cfg.bands)
+    if not isinstance(bands, list):
+        raise ConfigError(
+            f"bands={bands}: with source= list band names (BLU, GRN, RED, NIR, SW1, SW2, or a "
+            "product's own such as B05); products map their files themselves"
+        )
+    g = plain(cfg.get("grid")) or {}
+    origin = g.get("origin")
+    grid = TargetGrid(
+        crs=str(g.get("crs") or "EPSG:3035"),
+        resolution=float(g.get("resolution") or 30.0),
+        tile_size=float(g.get("tile_size") or 30_000.0),
+        origin=tuple(origin) if origin is not None else DEFAULT_ORIGIN,
+    )
+    vrts = ingest_folder(
+        scenes,
+        cfg.out_dir,
+        _periods(cfg),
+        source=source,
+        boa_offset=cfg.get("boa_offset"),
+        on_error=str(cfg.get("on_error") or "fail"),
+        grid=grid,
+        bands=bands,
+        metrics=list(plain(cfg.metrics)),
+        indices=list(plain(cfg.get("indices")) or []),
+        name=cfg.get("name"),
+        bounds=g.get("bounds"),
+        region=g.get("region"),
+        tiles=g.get("tiles"),
+        valid_range=plain(cfg.get("valid_range")),
+        resampling=str(cfg.get("resampling") or "bilinear"),
+        min_clear_fraction=float(cfg.get("min_clear_fraction") or 1.0),
+        block_size=int(cfg.block_size),
+        overwrite=bool(cfg.overwrite),
+        workers=cfg.get("workers"),
+        dask_address=cfg.get("dask_address"),
+        progress=bool(cfg.get("progress", True)),
+    )
+    return [str(p) for p in vrts.values()]
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="stm")
