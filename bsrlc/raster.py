@@ -3,15 +3,24 @@
 Georeferencing travels with the data: readers return the CRS and transform next to the array, and
 writers take them back. Outputs are written to a temporary name next to the destination and renamed
 only when complete, so a killed run never leaves a file that looks finished.
+
+An input raster may be one file (GeoTIFF, VRT, anything GDAL reads) or a *raster group*: files on
+one grid whose bands are found by description across them, written with ``+`` between the paths
+(``stm_2019_P50.tif+stm_2019_P25.tif``) or, in YAML, as a nested list. :func:`resolve_raster`
+turns a group into a small VRT that stacks the bands of every file (see :func:`stack_rasters`);
+everything downstream reads that VRT like any raster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import uuid
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +78,7 @@ class RasterInfo:
         dtype: data type of the first band.
         nodata: the nodata value (None if unset).
         descriptions: band descriptions (names), '' where unset.
+        sources: the member files of a raster group (:func:`stack_rasters`), else empty.
     """
 
     path: Path
@@ -80,6 +90,14 @@ class RasterInfo:
     dtype: str
     nodata: float | None
     descriptions: tuple[str, ...]
+    sources: tuple[Path, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """How to name the raster in messages: its member files joined by ``+`` for a group."""
+        return (
+            GROUP_SEPARATOR.join(str(p) for p in self.sources) if self.sources else str(self.path)
+        )
 
     @property
     def res(self) -> tuple[float, float]:
@@ -99,7 +117,8 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     """Open a raster for reading, with a one-line error for missing or unreadable files.
 
     Args:
-        path: the raster file.
+        path: the raster file, or a raster group (``a.tif+b.tif``, see :func:`resolve_raster`;
+            stacked into a VRT in :func:`default_vrt_dir`).
 
     Returns:
         An open rasterio dataset (use it as a context manager).
@@ -107,7 +126,7 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     Raises:
         InputError: if the file does not exist or is not a readable raster.
     """
-    path = Path(path)
+    path = resolve_raster(path)
     if not path.exists():
         raise InputError(f"{path}: file not found; check the path in your config or command line")
     try:
@@ -122,35 +141,317 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
         ) from None
 
 
+def _info(src: rasterio.io.DatasetReader, path: Path, require_crs: bool) -> RasterInfo:
+    """The :class:`RasterInfo` of an open dataset (``sources`` from a group VRT's metadata)."""
+    raw = src.tags().get(GROUP_TAG)
+    sources = tuple(Path(p) for p in json.loads(raw)) if raw else ()
+    info = RasterInfo(
+        path=path,
+        crs=src.crs,
+        transform=src.transform,
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=src.dtypes[0],
+        nodata=src.nodata,
+        descriptions=tuple(d or "" for d in src.descriptions),
+        sources=sources,
+    )
+    if require_crs and src.crs is None:
+        raise InputError(
+            f"{info.name}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:3035) first"
+        )
+    return info
+
+
 def raster_info(path: str | os.PathLike[str], require_crs: bool = True) -> RasterInfo:
     """Read the grid and band layout of a raster without reading its pixels.
 
     Args:
-        path: the raster file.
+        path: the raster file, or a raster group (see :func:`resolve_raster`).
         require_crs: raise if the raster has no CRS.
 
     Returns:
-        The raster's :class:`RasterInfo`.
+        The raster's :class:`RasterInfo`; for a group, ``path`` is the VRT that stacks it and
+        ``sources`` its files.
 
     Raises:
         InputError: if the file is unreadable, or has no CRS while one is required.
     """
+    path = resolve_raster(path)
     with open_raster(path) as src:
-        if require_crs and src.crs is None:
-            raise InputError(
-                f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:3035) first"
-            )
-        return RasterInfo(
-            path=Path(path),
-            crs=src.crs,
-            transform=src.transform,
-            width=src.width,
-            height=src.height,
-            count=src.count,
-            dtype=src.dtypes[0],
-            nodata=src.nodata,
-            descriptions=tuple(d or "" for d in src.descriptions),
+        return _info(src, path, require_crs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raster groups: bands of several files on one grid, stacked into a VRT
+
+GROUP_SEPARATOR = "+"
+"""Joins the files of a raster group in one string: ``a.tif+b.tif``."""
+
+GROUP_TAG = "BSRLC_GROUP"
+"""Dataset metadata item of a group VRT: its member files as a JSON list."""
+
+RasterSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""A raster as configs give it: a path, ``a.tif+b.tif``, or a list of paths (a group)."""
+
+_GDAL_TYPES = {
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "uint64": "UInt64",
+    "int64": "Int64",
+    "float32": "Float32",
+    "float64": "Float64",
+}
+
+
+def default_vrt_dir() -> Path:
+    """Where group VRTs go unless a caller gives a folder.
+
+    ``$BSRLC_CACHE/vrt`` if that variable is set, else ``~/.cache/bsrlc/vrt``.
+
+    Returns:
+        The folder.
+    """
+    cache = os.environ.get("BSRLC_CACHE")
+    return Path(cache) / "vrt" if cache else Path.home() / ".cache" / "bsrlc" / "vrt"
+
+
+def raster_members(spec: RasterSpec) -> list[Path]:
+    """The files of a raster as configs give it: one file, or the files of a group.
+
+    A string naming an existing file is that file, even if its name holds a ``+``; any other
+    string with ``+`` is a group of the paths between them. A list (a nested list in a period
+    list) is a group too; its items may themselves be ``a+b`` strings.
+
+    Args:
+        spec: the raster.
+
+    Returns:
+        One path for a single raster (not checked here), the files for a group.
+
+    Raises:
+        InputError: for a group with an empty, missing or repeated member, or a folder in it.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        if GROUP_SEPARATOR not in text or Path(text).exists():
+            return [Path(text)]
+        parts = [p.strip() for p in text.split(GROUP_SEPARATOR)]
+    else:
+        items = list(spec)
+        text = GROUP_SEPARATOR.join(os.fspath(i) for i in items)
+        parts = [str(m) for item in items for m in raster_members(item)]
+    if len(parts) == 1:
+        return [Path(parts[0])]
+    if not all(parts):
+        raise InputError(
+            f"{text}: empty path in a raster group; join its files as a.tif+b.tif, without "
+            "spaces or a trailing +"
         )
+    missing = [p for p in parts if not Path(p).exists()]
+    if missing:
+        raise InputError(
+            f"{text}: no such file, and as a raster group (files joined by +) its file(s) "
+            f"{', '.join(missing)} do not exist; fix the path(s)"
+        )
+    folders = [p for p in parts if Path(p).is_dir()]
+    if folders:
+        raise InputError(
+            f"{text}: {folders[0]} is a folder; a raster group joins files (a.tif+b.tif)"
+        )
+    resolved = [Path(p).resolve() for p in parts]
+    twice = sorted({parts[i] for i, r in enumerate(resolved) if resolved.count(r) > 1})
+    if twice:
+        raise InputError(
+            f"{text}: {', '.join(twice)} given twice in a raster group; list each file once"
+        )
+    return [Path(p) for p in parts]
+
+
+def group_name(members: Sequence[str | os.PathLike[str]]) -> str:
+    """A readable name of a raster group: its files' stems joined by ``+``.
+
+    Args:
+        members: the files.
+
+    Returns:
+        ``a+b`` for ``a.tif`` and ``b.tif``; ``a+4more`` when the joined stems exceed 100
+        characters. A single file's stem for one file.
+    """
+    stems = [Path(m).stem for m in members]
+    name = GROUP_SEPARATOR.join(stems)
+    return name if len(name) <= 100 else f"{stems[0]}{GROUP_SEPARATOR}{len(stems) - 1}more"
+
+
+def resolve_raster(spec: RasterSpec, vrt_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The one raster path of a raster as configs give it.
+
+    A single file (a GeoTIFF, a VRT, any raster GDAL opens) is returned as is; a group
+    (``a.tif+b.tif`` or a list) is stacked by :func:`stack_rasters`.
+
+    Args:
+        spec: the raster (see :func:`raster_members`).
+        vrt_dir: where a group's VRT goes (default :func:`default_vrt_dir`).
+
+    Returns:
+        The path to open.
+
+    Raises:
+        InputError: for a bad group (see :func:`raster_members` and :func:`stack_rasters`).
+    """
+    members = raster_members(spec)
+    if len(members) == 1:
+        return members[0]
+    return stack_rasters(members, vrt_dir)
+
+
+def _num(value: float) -> str:
+    """A nodata value as VRT XML writes it (``nan``, ``-9999``, ``0.5``)."""
+    if math.isnan(value):
+        return "nan"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def stack_rasters(
+    paths: Sequence[str | os.PathLike[str]], vrt_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Stack the bands of files on one grid into a VRT, bands in file order.
+
+    Band descriptions, scale, offset, units and band metadata are carried over; a single-band
+    file without a description gets its file stem as band description (one file per metric).
+    The VRT has one data type (the files' common one, e.g. int16 and float32 give float32) and
+    one nodata value (the first file's that has one; other files' nodata values are mapped to
+    it). It refers to the files by absolute path and is named after their stems and a digest of
+    its content and of the files' sizes and modification times: written once (atomically),
+    reused while the files are unchanged, and a changed file gives a new VRT, so chip caches
+    and resumable predictions keyed on the path never mix old and new pixels.
+
+    Args:
+        paths: the files (at least two).
+        vrt_dir: where the VRT goes (default :func:`default_vrt_dir`).
+
+    Returns:
+        The VRT.
+
+    Raises:
+        InputError: naming the files, for files on different grids, a band description found
+            in two files, an unreadable file or one without CRS, or a folder that is not
+            writable.
+    """
+    files = [Path(p) for p in paths]
+    name = GROUP_SEPARATOR.join(str(p) for p in files)
+    infos: list[RasterInfo] = []
+    extras: list[dict[str, Any]] = []
+    for f in files:
+        with open_raster(f) as src:
+            infos.append(_info(src, f, require_crs=True))
+            extras.append(
+                {
+                    "scales": src.scales,
+                    "offsets": src.offsets,
+                    "units": src.units,
+                    "blocks": src.block_shapes,
+                    "dtypes": src.dtypes,
+                    "tags": [src.tags(b) for b in range(1, src.count + 1)],
+                }
+            )
+    check_same_grid(infos, f"files of the raster group {name}")
+    seen: dict[str, Path] = {}
+    descriptions: list[list[str]] = []
+    for info in infos:
+        descs = list(info.descriptions)
+        if info.count == 1 and not descs[0]:
+            descs = [info.path.stem]
+        for d in descs:
+            if d and d in seen:
+                raise InputError(
+                    f"{seen[d]} and {info.path}: both have a band {d!r}; bands of a raster group "
+                    "are found by description, so each must be in one file only: drop one file "
+                    "from the group or give its bands other descriptions"
+                )
+            seen[d] = info.path
+        descriptions.append(descs)
+    dtype = np.result_type(*[np.dtype(t) for e in extras for t in e["dtypes"]]).name
+    if dtype not in _GDAL_TYPES:
+        raise InputError(f"{name}: files of data type {dtype} cannot be stacked; convert them")
+    nodata = next((i.nodata for i in infos if i.nodata is not None), None)
+    ref = infos[0]
+    root = ET.Element("VRTDataset", rasterXSize=str(ref.width), rasterYSize=str(ref.height))
+    if ref.crs is not None:
+        ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = ref.crs.to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(v) for v in ref.transform.to_gdal())
+    meta = ET.SubElement(root, "Metadata")
+    ET.SubElement(meta, "MDI", key=GROUP_TAG).text = json.dumps([str(f) for f in files])
+    band = 0
+    for info, extra, descs in zip(infos, extras, descriptions, strict=True):
+        src_file = str(info.path.resolve())
+        for b in range(1, info.count + 1):
+            band += 1
+            el = ET.SubElement(root, "VRTRasterBand", dataType=_GDAL_TYPES[dtype], band=str(band))
+            if extra["tags"][b - 1]:
+                bmeta = ET.SubElement(el, "Metadata")
+                for key, value in sorted(extra["tags"][b - 1].items()):
+                    ET.SubElement(bmeta, "MDI", key=key).text = value
+            ET.SubElement(el, "Description").text = descs[b - 1]
+            if nodata is not None:
+                ET.SubElement(el, "NoDataValue").text = _num(nodata)
+            if extra["units"][b - 1]:
+                ET.SubElement(el, "UnitType").text = extra["units"][b - 1]
+            if extra["offsets"][b - 1] != 0:
+                ET.SubElement(el, "Offset").text = repr(float(extra["offsets"][b - 1]))
+            if extra["scales"][b - 1] != 1:
+                ET.SubElement(el, "Scale").text = repr(float(extra["scales"][b - 1]))
+            own = info.nodata
+            remap = own is not None and nodata is not None and not _same_value(own, nodata)
+            source = ET.SubElement(el, "ComplexSource" if remap else "SimpleSource")
+            ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = src_file
+            ET.SubElement(source, "SourceBand").text = str(b)
+            by, bx = extra["blocks"][b - 1]
+            ET.SubElement(
+                source,
+                "SourceProperties",
+                RasterXSize=str(info.width),
+                RasterYSize=str(info.height),
+                DataType=_GDAL_TYPES[extra["dtypes"][b - 1]],
+                BlockXSize=str(bx),
+                BlockYSize=str(by),
+            )
+            rect = {"xOff": "0", "yOff": "0", "xSize": str(info.width), "ySize": str(info.height)}
+            ET.SubElement(source, "SrcRect", **rect)
+            ET.SubElement(source, "DstRect", **rect)
+            if remap:
+                ET.SubElement(source, "NODATA").text = _num(own)  # type: ignore[arg-type]
+    ET.indent(root)
+    text = ET.tostring(root, encoding="unicode") + "\n"
+    digest = hashlib.sha256(text.encode())
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    folder = Path(vrt_dir) if vrt_dir is not None else default_vrt_dir()
+    dst = folder / f"{group_name(files)}.{digest.hexdigest()[:12]}.vrt"
+    if dst.exists() and dst.read_text() == text:
+        return dst
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        os.replace(tmp, dst)  # atomic: concurrent runs (DDP ranks) write the same text
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"{folder}: cannot write the VRT of the raster group {name} ({err.strerror}); "
+            "set cache_dir (training) or out_dir (predict) to a writable folder"
+        ) from None
+    return dst
+
+
+def _same_value(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
 def band_indices(info: RasterInfo, names: Sequence[str]) -> list[int]:
@@ -171,10 +472,15 @@ def band_indices(info: RasterInfo, names: Sequence[str]) -> list[int]:
     if missing:
         have = ", ".join(d for d in info.descriptions if d) or "no band descriptions"
         raise InputError(
-            f"{info.path}: missing band(s) {', '.join(missing)} (file has: {have}); "
-            "select bands that exist or rebuild the STMs with them"
+            f"{info.name}: missing band(s) {', '.join(missing)} ({_has(info)}: {have}); "
+            "select bands that exist, add the file that has them to the raster group "
+            "(a.tif+b.tif) or rebuild the STMs with them"
         )
     return [lookup[n] for n in names]
+
+
+def _has(info: RasterInfo) -> str:
+    return "files have" if info.sources else "file has"
 
 
 def expand_band_patterns(info: RasterInfo, patterns: Sequence[str]) -> list[str]:
@@ -198,8 +504,8 @@ def expand_band_patterns(info: RasterInfo, patterns: Sequence[str]) -> list[str]
             hits = [d for d in info.descriptions if fnmatch.fnmatchcase(d, pat)]
             if not hits:
                 raise InputError(
-                    f"{info.path}: no band matches {pat!r} "
-                    f"(file has: {', '.join(info.descriptions)}); fix the band selection"
+                    f"{info.name}: no band matches {pat!r} "
+                    f"({_has(info)}: {', '.join(info.descriptions)}); fix the band selection"
                 )
             out.extend(h for h in hits if h not in out)
         elif pat not in out:
@@ -224,7 +530,7 @@ def check_same_grid(infos: Sequence[RasterInfo], what: str = "rasters") -> None:
     for info in infos[1:]:
         if info.crs != ref.crs:
             raise InputError(
-                f"{info.path}: CRS {info.crs} differs from {ref.path} ({ref.crs}); "
+                f"{info.name}: CRS {info.crs} differs from {ref.name} ({ref.crs}); "
                 f"reproject all {what} to one grid first (e.g. gdalwarp -t_srs)"
             )
         if not info.transform.almost_equals(ref.transform, precision=1e-6) or (
@@ -232,8 +538,8 @@ def check_same_grid(infos: Sequence[RasterInfo], what: str = "rasters") -> None:
             info.height,
         ) != (ref.width, ref.height):
             raise InputError(
-                f"{info.path}: grid {info.width}x{info.height} at {tuple(info.transform)[:6]} "
-                f"differs from {ref.path} ({ref.width}x{ref.height} at {tuple(ref.transform)[:6]});"
+                f"{info.name}: grid {info.width}x{info.height} at {tuple(info.transform)[:6]} "
+                f"differs from {ref.name} ({ref.width}x{ref.height} at {tuple(ref.transform)[:6]});"
                 f" resample all {what} to one grid first (gdalwarp -tap -tr)"
             )
 
@@ -252,7 +558,7 @@ def check_aligned(lr: RasterInfo, hr: RasterInfo, scale: int) -> None:
     Raises:
         InputError: naming both files and what does not match.
     """
-    pair = f"{lr.path} and {hr.path}"
+    pair = f"{lr.name} and {hr.name}"
     if lr.crs != hr.crs:
         raise InputError(
             f"{pair}: CRS differ ({lr.crs} vs {hr.crs}); reproject one onto the other's grid "

@@ -1,0 +1,219 @@
+"""Inputs from several files: VRTs and raster groups (``a.tif+b.tif``) in training and predict."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from bsrlc.data.chips import RasterCache
+from bsrlc.errors import InputError
+from bsrlc.raster import (
+    band_indices,
+    open_raster,
+    raster_info,
+    raster_members,
+    resolve_raster,
+)
+
+T10 = Affine(10, 0, 4_500_000, 0, -10, 3_100_000)
+
+
+def _write(path, arr, names, *, transform=T10, crs="EPSG:3035", nodata=None, **extra):
+    """A tiny GeoTIFF with band descriptions (and optional scales, offsets, band tags)."""
+    profile = {
+        "driver": "GTiff",
+        "width": arr.shape[2],
+        "height": arr.shape[1],
+        "count": arr.shape[0],
+        "dtype": arr.dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+        for i, name in enumerate(names or [], start=1):
+            dst.set_band_description(i, name)
+        if "scales" in extra:
+            dst.scales = extra["scales"]
+            dst.offsets = extra["offsets"]
+        for i, tags in enumerate(extra.get("band_tags", []), start=1):
+            dst.update_tags(i, **tags)
+    return Path(path)
+
+
+def _split(src: Path, parts: dict[str, list[str]], folder: Path) -> list[Path]:
+    """Write the bands of ``src`` named in each part to a file of its own (file stem -> bands).
+
+    A part holding one band listed as ``[""]`` gets that band (the file stem) without a
+    description, as per-metric files from other tools often come.
+    """
+    out = []
+    with rasterio.open(src) as s:
+        names = list(s.descriptions)
+        for stem, bands in parts.items():
+            wanted = [stem] if bands == [""] else bands
+            data = s.read([names.index(b) + 1 for b in wanted])
+            profile = {**s.profile, "count": len(wanted), "driver": "GTiff"}
+            path = folder / f"{stem}.tif"
+            with rasterio.open(path, "w", **profile) as d:
+                d.write(data)
+                if bands != [""]:
+                    d.descriptions = tuple(bands)
+            out.append(path)
+    return out
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two files on one grid (3 + 2 bands, int16, different nodata) and their stacked twin."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5000, (3, 40, 48)).astype(np.int16)
+    b = rng.integers(0, 5000, (2, 40, 48)).astype(np.int16)
+    a[:, 0, 0] = -9999
+    b[:, 1, 1] = -32768
+    scales = (1e-4, 1e-4, 1e-4)
+    pa = _write(
+        tmp_path / "s2_2019_vis.tif",
+        a,
+        ["BLU_P50", "GRN_P50", "RED_P50"],
+        nodata=-9999,
+        scales=scales,
+        offsets=(0.0, 0.0, -0.1),
+        band_tags=[{"SENSOR": "sentinel2"}],
+    )
+    pb = _write(tmp_path / "s2_2019_ir.tif", b, ["NIR_P50", "SW1_P50"], nodata=-32768)
+    stacked = np.concatenate([a, np.where(b == -32768, -9999, b).astype(np.int16)])
+    ps = _write(
+        tmp_path / "stacked.tif",
+        stacked,
+        ["BLU_P50", "GRN_P50", "RED_P50", "NIR_P50", "SW1_P50"],
+        nodata=-9999,
+    )
+    return pa, pb, ps
+
+
+def test_group_stacks_bands_of_several_files_like_one_file(tmp_path, pair):
+    pa, pb, ps = pair
+    vrt_dir = tmp_path / "vrt"
+    vrt = resolve_raster(f"{pa}+{pb}", vrt_dir)
+    assert vrt.parent == vrt_dir and vrt.name.startswith("s2_2019_vis+s2_2019_ir.")
+    info = raster_info(vrt)
+    assert info.sources == (pa, pb) and info.name == f"{pa}+{pb}"
+    assert info.descriptions == ("BLU_P50", "GRN_P50", "RED_P50", "NIR_P50", "SW1_P50")
+    assert info.nodata == -9999 and info.dtype == "int16"
+    with open_raster(vrt) as g, open_raster(ps) as s:
+        # b's nodata (-32768) is mapped onto the group's (-9999, the first file's)
+        assert np.array_equal(g.read(), s.read())
+        assert g.scales[:3] == (1e-4, 1e-4, 1e-4) and g.offsets[2] == -0.1
+        assert g.tags(1)["SENSOR"] == "sentinel2"
+        assert g.crs == s.crs and g.transform == s.transform
+    # bands are found by description across the files, in the order asked for
+    assert band_indices(info, ["NIR_P50", "BLU_P50"]) == [4, 1]
+    # the chip cache reads a group (stacked in $BSRLC_CACHE/vrt) like the stacked file
+    cache = RasterCache(f"{pa}+{pb}", ["NIR_P50", "RED_P50"], cache_dir=tmp_path / "chips")
+    ref = RasterCache(ps, ["NIR_P50", "RED_P50"], cache_dir=tmp_path / "chips")
+    assert np.array_equal(cache.data, ref.data) and np.array_equal(cache.valid, ref.valid)
+    assert not cache.valid[0, 0] and not cache.valid[1, 1]
+    # a nested list (YAML) is the same group; the VRT is reused while the files are unchanged
+    mtime = vrt.stat().st_mtime_ns
+    assert resolve_raster([str(pa), str(pb)], vrt_dir) == vrt
+    assert vrt.stat().st_mtime_ns == mtime
+    # a changed file gives a new VRT (chip caches and resumed predictions keyed on the path
+    # never mix old and new pixels)
+    with rasterio.open(pb, "r+") as d:
+        d.write(np.zeros((2, 40, 48), np.int16))
+    os.utime(pb, ns=(mtime + 10**9, mtime + 10**9))
+    assert resolve_raster(f"{pa}+{pb}", vrt_dir) != vrt
+
+
+def test_types_are_promoted_and_single_band_files_named_after_their_stem(tmp_path, pair):
+    pa, _, _ = pair
+    ndv = np.random.default_rng(1).random((1, 40, 48)).astype(np.float32)
+    pn = _write(tmp_path / "NDV_P50.tif", ndv, None)  # no band description, no nodata
+    with open_raster(resolve_raster(f"{pa}+{pn}", tmp_path)) as g:
+        assert g.descriptions[-1] == "NDV_P50" and set(g.dtypes) == {"float32"}
+        assert np.array_equal(g.read(4), ndv[0]) and g.read(1)[0, 0] == -9999
+
+
+def test_vrt_input_with_band_descriptions(tmp_path):
+    """A VRT mosaic of two tiles (as gdalbuildvrt writes for STM tiles) is read like a GeoTIFF."""
+    rng = np.random.default_rng(2)
+    whole = rng.integers(0, 3000, (2, 32, 64)).astype(np.int16)
+    names = ["BLU_P50", "NIR_P50"]
+    left = _write(tmp_path / "X0_Y0.tif", whole[:, :, :32], names, nodata=-32768)
+    right = _write(
+        tmp_path / "X1_Y0.tif",
+        whole[:, :, 32:],
+        names,
+        nodata=-32768,
+        transform=T10 * T10.translation(32, 0),
+    )
+    bands = ""
+    for b, name in enumerate(names, start=1):
+        sources = "".join(
+            f"<SimpleSource><SourceFilename relativeToVRT='1'>{p.name}</SourceFilename>"
+            f"<SourceBand>{b}</SourceBand><SrcRect xOff='0' yOff='0' xSize='32' ySize='32'/>"
+            f"<DstRect xOff='{off}' yOff='0' xSize='32' ySize='32'/></SimpleSource>"
+            for p, off in ((left, 0), (right, 32))
+        )
+        bands += (
+            f"<VRTRasterBand dataType='Int16' band='{b}'><Description>{name}</Description>"
+            f"<NoDataValue>-32768</NoDataValue>{sources}</VRTRasterBand>"
+        )
+    with rasterio.open(left) as s:
+        wkt = s.crs.to_wkt()
+    vrt = tmp_path / "mosaic_2019.vrt"
+    vrt.write_text(
+        f"<VRTDataset rasterXSize='64' rasterYSize='32'><SRS>{wkt}</SRS>"
+        f"<GeoTransform>{', '.join(map(str, T10.to_gdal()))}</GeoTransform>{bands}</VRTDataset>"
+    )
+    info = raster_info(vrt)
+    assert info.descriptions == tuple(names) and info.sources == () and info.width == 64
+    assert resolve_raster(str(vrt)) == vrt
+    cache = RasterCache(vrt, ["NIR_P50"], cache_dir=tmp_path / "chips")
+    assert np.array_equal(cache.data[0], whole[1])
+    # a VRT can be a member of a group too
+    ndv = _write(tmp_path / "NDV_P50.tif", whole[:1] // 2, ["NDV_P50"], nodata=-32768)
+    g = raster_info(f"{vrt}+{ndv}")
+    assert g.descriptions == ("BLU_P50", "NIR_P50", "NDV_P50")
+
+
+def test_group_errors_are_one_line_naming_files_problem_and_fix(tmp_path, pair):
+    pa, pb, _ = pair
+    arr = np.zeros((1, 40, 48), np.int16)
+    utm = _write(tmp_path / "utm.tif", arr, ["X"], crs="EPSG:32633")
+    shifted = _write(tmp_path / "shifted.tif", arr, ["X"], transform=T10 * T10.translation(1, 0))
+    small = _write(tmp_path / "small.tif", arr[:, :20], ["X"])
+    twin = _write(tmp_path / "twin.tif", arr, ["NIR_P50"])
+    cases = [
+        (f"{pa}+{utm}", "utm.tif: CRS EPSG:32633 differs from .*s2_2019_vis.tif.*reproject"),
+        (f"{pa}+{shifted}", "shifted.tif: grid 48x40 at .* differs from .*resample"),
+        (f"{pa}+{small}", "small.tif: grid 48x20 .* differs"),
+        (
+            f"{pa}+{pb}+{twin}",
+            "s2_2019_ir.tif and .*twin.tif: both have a band 'NIR_P50'.*drop one file",
+        ),
+        (f"{pa}+{tmp_path / 'nope.tif'}", r"nope.tif do not exist; fix the path"),
+        (f"{pa}+", "empty path in a raster group"),
+        (f"{pa}+{tmp_path}", "is a folder; a raster group joins files"),
+        (f"{pa}+{pa}", "given twice"),
+    ]
+    for spec, pattern in cases:
+        with pytest.raises(InputError, match=pattern) as err:
+            resolve_raster(spec, tmp_path / "vrt")
+        assert "\n" not in str(err.value)
+    info = raster_info(resolve_raster(f"{pa}+{pb}", tmp_path / "vrt"))
+    with pytest.raises(InputError, match=r"s2_2019_ir.tif: missing band\(s\) SW2_P50 \(files have"):
+        band_indices(info, ["BLU_P50", "SW2_P50"])
+    # an existing file whose name holds a + is that one file, not a group
+    plus = _write(tmp_path / "a+b.tif", arr, ["X"])
+    assert raster_members(str(plus)) == [plus] and resolve_raster(str(plus)) == plus
