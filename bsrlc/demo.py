@@ -554,8 +554,9 @@ def _report(
             )
     lines += [
         "",
-        "Classifiers are trained on the latest period's points and applied unchanged to the",
-        "earlier period (no Sentinel-2 then; `s2_10m` has no early row).",
+        "The Landsat-based classifiers are trained on the points of every period (through",
+        "that period's input), the Sentinel-2 one on the latest period's (no Sentinel-2",
+        "earlier: `s2_10m` has no early row). Scores of the reported maps at the test points.",
         "",
         "![held-out block](figures/held_out_block.png)",
         "",
@@ -575,7 +576,8 @@ def _report(
         lines.append(f"| {y} | {mapped} |")
     lines += [
         "",
-        "Mapped area in ha (truth in brackets). Maps: `maps/sr_10m_YYYY.tif`; change between the",
+        "Mapped area in ha (truth in brackets). Maps: "
+        f"`maps/{'hmm/' if HMM_MAPS else ''}sr_10m_YYYY.tif`; change between the",
         f"first and last period: `maps/change_{years[0]}_{years[-1]}.tif`; "
         "animation: `change.gif`.",
         "",
@@ -808,6 +810,11 @@ def _decide_from_probabilities(
     return codes
 
 
+def _num(value: float) -> str:
+    """Two decimals; a dash for an undefined ratio (a class neither mapped nor present)."""
+    return "–" if not np.isfinite(value) else f"{value:.2f}"
+
+
 def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[str]:
     """The report's lead table: each whole map against the truth, by area."""
     short = {n: n.split()[0] for n in legend.names}
@@ -827,8 +834,8 @@ def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[
     for y in reversed(years):
         for name, m in metrics["maps"].get(y, {}).items():
             cells = " | ".join(
-                f"{m['users_accuracy'][n]:.2f} / {m['producers_accuracy'][n]:.2f} / "
-                f"{m['area_ratio'][n]:.2f}"
+                f"{_num(m['users_accuracy'][n])} / {_num(m['producers_accuracy'][n])} / "
+                f"{_num(m['area_ratio'][n])}"
                 for n in legend.names
             )
             world = " / ".join(f"{m['world_area_ratio'][n]:.2f}" for n in legend.names)
