@@ -1,4 +1,10 @@
-"""Predict: ``python predict.py model=CKPT_OR_BUNDLE input=RASTER_OR_DIR out_dir=DIR``."""
+"""Predict: ``python predict.py model=CKPT_OR_BUNDLE input=RASTER_OR_DIR out_dir=DIR``.
+
+``input`` is a raster (GeoTIFF or VRT), a folder of rasters (one per period), a list of them,
+or a raster group: files on one grid whose bands are found by description across them, joined
+by ``+`` (``input=s2_2019_P50.tif+s2_2019_P25.tif``; periods: ``input=[a_2018.tif+b_2018.tif,
+a_2019.tif+b_2019.tif]``). See ``conf/predict/predict.yaml`` for every option.
+"""
 
 from __future__ import annotations
 

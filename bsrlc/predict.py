@@ -26,7 +26,7 @@ from bsrlc.data.legend import Legend
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.inference.jobs import RasterJob, model_digest, outputs_exist, run_lightning
 from bsrlc.inference.loading import LoadedModel, load_checkpoint
-from bsrlc.raster import band_indices, raster_info
+from bsrlc.raster import band_indices, group_name, raster_info, raster_members, stack_rasters
 
 log = logging.getLogger("bsrlc.predict")
 
@@ -122,12 +122,19 @@ class PeriodInput:
     """One raster to predict.
 
     Attributes:
-        path: the raster.
+        path: the raster (for a raster group, the VRT that stacks its files).
         label: its period label (a year found in the name, else the file stem).
+        name: what its outputs are named after: the file stem, or for a raster group its
+            files' stems joined by ``+`` (:func:`~bsrlc.raster.group_name`).
     """
 
     path: Path
     label: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = self.path.stem
 
 
 PERIOD_PATTERN = r"(?<![0-9A-Za-z])((?:19|20)\d\d(?:_(?:19|20)\d\d)?)(?![0-9A-Za-z])"
@@ -165,33 +172,48 @@ def period_label(path: Path, pattern: str | None = None) -> str:
 
 
 def find_inputs(
-    inputs: str | Path | Sequence[str | Path], pattern: str | None = None
+    inputs: str | Path | Sequence[str | Path | Sequence[str | Path]],
+    pattern: str | None = None,
+    vrt_dir: str | Path | None = None,
 ) -> list[PeriodInput]:
     """Expand a raster, a folder of rasters or a list into labelled inputs, sorted by label.
+
+    A raster may be a raster group: files on one grid whose bands are found by description
+    across them, ``a.tif+b.tif`` (or a nested list). It is stacked into a VRT in ``vrt_dir``
+    (:func:`~bsrlc.raster.stack_rasters`), named and labelled after its files' stems joined by
+    ``+``.
 
     Args:
         inputs: what the user gave as ``input=``.
         pattern: the period pattern (see :func:`period_label`).
+        vrt_dir: where raster groups are stacked (default
+            :func:`~bsrlc.raster.default_vrt_dir`).
 
     Returns:
         The inputs.
 
     Raises:
-        InputError: if nothing is found, or two inputs get the same period label.
+        InputError: if nothing is found, two inputs get the same period label, or a raster
+            group is not usable (see :func:`~bsrlc.raster.stack_rasters`).
     """
-    paths: list[Path] = []
+    out: list[PeriodInput] = []
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     for item in items:
-        p = Path(item)
+        members = raster_members(item)
+        if len(members) > 1:
+            name = group_name(members)
+            label = period_label(Path(f"{name}.vrt"), pattern)
+            out.append(PeriodInput(stack_rasters(members, vrt_dir), label, name))
+            continue
+        p = members[0]
         if p.is_dir():
-            paths.extend(sorted(p.glob("*.tif")))
+            out.extend(PeriodInput(f, period_label(f, pattern)) for f in sorted(p.glob("*.tif")))
         elif p.exists():
-            paths.append(p)
+            out.append(PeriodInput(p, period_label(p, pattern)))
         else:
             raise InputError(f"{p}: input raster or folder not found; fix input=")
-    if not paths:
+    if not out:
         raise InputError(f"{inputs}: no .tif raster found; fix input=")
-    out = [PeriodInput(p, period_label(p, pattern)) for p in paths]
     labels = [i.label for i in out]
     twice = sorted({lab for lab in labels if labels.count(lab) > 1})
     if twice:
@@ -237,7 +259,9 @@ def predict(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"pipeline={pipeline}: use sr, classify or sr+classify")
     out_dir = Path(cfg.out_dir)
     inputs = find_inputs(
-        cfg.input if isinstance(cfg.input, str) else list(cfg.input), cfg.get("period_pattern")
+        cfg.input if isinstance(cfg.input, str) else plain(cfg.input),
+        cfg.get("period_pattern"),
+        vrt_dir=out_dir / ".inputs",
     )
     device = str(cfg.device)
     sr_model = cls_model = None
@@ -270,7 +294,7 @@ def predict(cfg: Any) -> dict[str, Any]:
             check_bands(sr_model, src, "SR")
             job: RasterJob = SRJob(
                 src,
-                out_dir / f"{src.stem}_sr.tif",
+                out_dir / f"{item.name}_sr.tif",
                 sr_model.bands,
                 int(sr_model.meta["scale"]),
                 sr_model.mean,
@@ -283,7 +307,7 @@ def predict(cfg: Any) -> dict[str, Any]:
             src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
-            name = f"{item.path.stem}_map" + ("_independent" if temporal else "")
+            name = f"{item.name}_map" + ("_independent" if temporal else "")
             cjob = ClassifyJob(
                 src,
                 out_dir / f"{name}.tif",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +219,87 @@ def test_group_errors_are_one_line_naming_files_problem_and_fix(tmp_path, pair):
     # an existing file whose name holds a + is that one file, not a group
     plus = _write(tmp_path / "a+b.tif", arr, ["X"])
     assert raster_members(str(plus)) == [plus] and resolve_raster(str(plus)) == plus
+
+
+def test_datamodule_on_split_files_gives_the_samples_of_the_stacked_file(
+    tmp_path, tiny_world, tiny_stms
+):
+    from bsrlc.data.classify import PointPatchDataModule
+
+    src = tiny_stms["sentinel2"]["2019"]
+    with rasterio.open(src) as s:
+        names = list(s.descriptions)
+    p25 = [n for n in names if n.endswith("_P25")]
+    rest = [n for n in names if n not in p25 and n != "NIR_P75"]
+    files = _split(src, {"s2_2019_P25": p25, "s2_2019_rest": rest, "NIR_P75": [""]}, tmp_path)
+    group = "+".join(map(str, files))
+    points = str(tiny_world.root / tiny_world.points[2019])
+    bands = ["NIR_P75", "*_P50", "BLU_P25", "RED_P25"]  # across the three files
+    kw = {"bands": bands, "block_size": 32, "augment": False}
+    one = PointPatchDataModule(str(src), points, cache_dir=str(tmp_path / "c1"), **kw)
+    split = PointPatchDataModule(group, points, cache_dir=str(tmp_path / "c2"), **kw)
+    assert split.rasters[0].parent == tmp_path / "c2" / "vrt"
+    assert split.data_files() == [*files, Path(points)]
+    one.setup("fit")
+    split.setup("fit")
+    assert split.bands == one.bands and split.bands[0] == "NIR_P75"
+    assert split.counts == one.counts and split.norm_stats == one.norm_stats
+    for name in ("train", "val", "test"):
+        a, b = one._datasets[name], split._datasets[name]
+        assert len(a) == len(b) > 0
+        for i in (0, len(a) // 2, len(a) - 1):
+            assert all(np.array_equal(a[i][k], b[i][k]) for k in ("image", "label"))
+
+
+def test_train_config_takes_groups_in_a_period_list(tmp_path, tiny_world, tiny_stms, pair):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+
+    pa, pb, _ = pair
+    cfg = compose_train(
+        [
+            "experiment=classify_demo",
+            f"data.raster=[{pa}+{pb},{pb}+{pa}]",  # as typed in bash: no quotes
+            f"data.points={tiny_world.root / tiny_world.points[2019]}",
+            f"data.cache_dir={tmp_path / 'chips'}",
+        ],
+        tmp_path,
+    )
+    dm = instantiate(cfg.data)
+    assert len(dm.rasters) == 2 and all(r.suffix == ".vrt" for r in dm.rasters)
+    assert raster_info(dm.rasters[1]).descriptions[0] == "NIR_P50"
+
+
+def _predict(*args):
+    return subprocess.run(
+        [sys.executable, "predict.py", *args, "progress=false"], capture_output=True, text=True
+    )
+
+
+def test_predict_on_split_files_gives_the_map_of_the_stacked_file(tmp_path, tiny_stms, checkpoints):
+    src = tiny_stms["sentinel2"]["2019"]
+    cls = checkpoints[1]
+    with rasterio.open(src) as s:
+        names = list(s.descriptions)
+    p25 = [n for n in names if n.endswith("_P25")]
+    rest = [n for n in names if n not in p25 and n != "NIR_P75"]
+    files = _split(src, {"s2_2019_P25": p25, "s2_2019_rest": rest, "NIR_P75": [""]}, tmp_path)
+    one = _predict(f"model={cls}", f"input={src}", f"out_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr
+    out = tmp_path / "split"
+    res = _predict(f"model={cls}", f"input={'+'.join(map(str, files))}", f"out_dir={out}")
+    assert res.returncode == 0, res.stderr
+    assert "maps 2019:" in res.stdout  # the period label is found in the group's name
+    with (
+        rasterio.open(tmp_path / "one" / f"{src.stem}_map.tif") as a,
+        rasterio.open(out / "s2_2019_P25+s2_2019_rest+NIR_P75_map.tif") as b,
+    ):
+        assert np.array_equal(a.read(), b.read())
+        assert a.transform == b.transform and a.crs == b.crs
+    assert len(list((out / ".inputs").glob("*.vrt"))) == 1
+    # files on different grids: one line naming them, the problem and the fix
+    other = _write(tmp_path / "utm.tif", np.zeros((1, 8, 8), np.int16), ["X"], crs="EPSG:32633")
+    err = _predict(f"model={cls}", f"input={files[0]}+{other}", f"out_dir={tmp_path / 'bad'}")
+    assert err.returncode == 2 and "utm.tif: CRS EPSG:32633 differs from" in err.stderr
+    assert len(err.stderr.strip().splitlines()) == 1

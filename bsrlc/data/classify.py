@@ -27,7 +27,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomS
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler
 
-from bsrlc.data.chips import RasterCache
+from bsrlc.data.chips import RasterCache, default_cache_dir
 from bsrlc.data.legend import Legend
 from bsrlc.data.points import (
     LEGEND_COUNTS,
@@ -39,7 +39,13 @@ from bsrlc.data.points import (
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.data.sr import dihedral
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.raster import RasterInfo, expand_band_patterns, raster_info
+from bsrlc.raster import (
+    RasterInfo,
+    expand_band_patterns,
+    raster_info,
+    raster_members,
+    resolve_raster,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +172,14 @@ def _as_paths(value: str | Path | Sequence[str | Path], key: str) -> list[Path]:
     return [Path(str(v)) for v in items]
 
 
+def _as_rasters(value: Any) -> list[Any]:
+    """The periods of ``data.raster``: each a file, ``a.tif+b.tif`` or a nested list (a group)."""
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    if not items:
+        raise ConfigError("data.raster is empty; give a file or a list of files")
+    return items
+
+
 class PointPatchDataModule(L.LightningDataModule):
     """Patches centred on reference points of one or several rasters, split spatially.
 
@@ -176,9 +190,14 @@ class PointPatchDataModule(L.LightningDataModule):
     no-overlap buffer are drawn in map coordinates over all rasters together, so a location is
     never in training for one period and in validation for another.
 
+    A raster may be a raster group: files on one grid whose bands are found by description
+    across them, written ``a.tif+b.tif`` (in a period list too: ``[a1.tif+b1.tif,
+    a2.tif+b2.tif]``) or as a nested list in YAML; it is stacked into a VRT under
+    ``cache_dir/vrt`` (:func:`bsrlc.raster.resolve_raster`).
+
     Args:
         raster: the feature raster(s) (STMs at 10 m: Sentinel-2, super-resolved or upsampled
-            Landsat).
+            Landsat): one raster (a file, a VRT or a group), or a list of them (periods).
         points: reference points (GeoPackage, GeoJSON, Shapefile or CSV): one file, or one per
             raster.
         bands: band descriptions or patterns to use as features.
@@ -208,7 +227,7 @@ class PointPatchDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        raster: str | Sequence[str],
+        raster: str | Sequence[str | Sequence[str]],
         points: str | Sequence[str],
         bands: Sequence[str] = ("*",),
         legend: str | dict[str, Any] = "urban",
@@ -237,7 +256,10 @@ class PointPatchDataModule(L.LightningDataModule):
             raise ConfigError(f"data.patch_size={patch_size}: must be odd (a centre pixel)")
         if nodata_points not in {"skip", "fill"}:
             raise ConfigError(f"data.nodata_points={nodata_points}: use skip or fill")
-        self.rasters = _as_paths(raster, "raster")
+        specs = _as_rasters(raster)
+        vrt_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.raster_files = [raster_members(spec) for spec in specs]
+        self.rasters = [resolve_raster(spec, vrt_dir / "vrt") for spec in specs]
         self.points_files = _as_paths(points, "points")
         if len(self.points_files) not in {1, len(self.rasters)}:
             raise ConfigError(
@@ -282,9 +304,10 @@ class PointPatchDataModule(L.LightningDataModule):
         """The files this datamodule reads.
 
         Returns:
-            The rasters and the points files.
+            The rasters (every file of a raster group) and the points files.
         """
-        return [*self.rasters, *dict.fromkeys(self.points_files)]
+        files = [f for members in self.raster_files for f in members]
+        return [*files, *dict.fromkeys(self.points_files)]
 
     def prepare_data(self) -> None:
         """Fill the chip caches once."""
@@ -297,8 +320,9 @@ class PointPatchDataModule(L.LightningDataModule):
         info = raster_info(raster)
         bands = expand_band_patterns(info, self.band_patterns)
         if self.bands and bands != self.bands:
+            first = raster_info(self.rasters[0]).name
             raise InputError(
-                f"{raster}: bands {bands} differ from {self.bands} of {self.rasters[0]}; every "
+                f"{info.name}: bands {bands} differ from {self.bands} of {first}; every "
                 "raster of data.raster needs the same bands"
             )
         self.bands = bands
@@ -320,7 +344,7 @@ class PointPatchDataModule(L.LightningDataModule):
         usable[inside] = ok[rows[inside] - h, cols[inside] - h]
         n_edge = int((~inside).sum())
         if n_edge:
-            log.warning("%s: %d points dropped: their patch leaves %s", points, n_edge, raster)
+            log.warning("%s: %d points dropped: their patch leaves %s", points, n_edge, info.name)
         nodata = inside & ~usable
         if nodata.any():
             per_band = _nodata_bands(cache, rows[nodata], cols[nodata], self.patch_size)
@@ -330,7 +354,7 @@ class PointPatchDataModule(L.LightningDataModule):
                 "%s: %d points dropped: their patch touches nodata in %s (points per band: %s)%s",
                 points,
                 int(nodata.sum()),
-                raster,
+                info.name,
                 listed,
                 fix,
             )

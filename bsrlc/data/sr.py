@@ -23,10 +23,16 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 
-from bsrlc.data.chips import RasterCache, check_region_size, valid_corners
+from bsrlc.data.chips import RasterCache, check_region_size, default_cache_dir, valid_corners
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.raster import check_aligned, expand_band_patterns, raster_info
+from bsrlc.raster import (
+    check_aligned,
+    expand_band_patterns,
+    raster_info,
+    raster_members,
+    resolve_raster,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +120,13 @@ class PairedSRDataModule(L.LightningDataModule):
     band mean and std of the LR training region, applied to LR and HR alike so that both are in
     the same units) are computed once and exposed as :attr:`norm_stats` for the model to save.
 
+    Either raster may be a raster group, files on one grid whose bands are found by
+    description across them (``lr_path=a.tif+b.tif``, or a list in YAML), stacked into a VRT
+    under ``cache_dir/vrt`` (:func:`bsrlc.raster.resolve_raster`).
+
     Args:
-        lr_path: the LR STM raster.
-        hr_path: the HR STM raster, on a grid nested in the LR one.
+        lr_path: the LR STM raster (a file, a VRT or a group).
+        hr_path: the HR STM raster (a file, a VRT or a group), on a grid nested in the LR one.
         bands: band descriptions or patterns (``"*_P50"``), the same names in both rasters.
         scale: HR/LR resolution ratio.
         patch_size: LR patch edge (HR patches are ``scale`` times larger).
@@ -134,8 +144,8 @@ class PairedSRDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        lr_path: str,
-        hr_path: str,
+        lr_path: str | Sequence[str],
+        hr_path: str | Sequence[str],
         bands: Sequence[str] = ("*_P50",),
         scale: int = 3,
         patch_size: int = 32,
@@ -151,7 +161,10 @@ class PairedSRDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.lr_path, self.hr_path = Path(lr_path), Path(hr_path)
+        vrt_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) / "vrt"
+        self.raster_files = [raster_members(lr_path), raster_members(hr_path)]
+        self.lr_path = resolve_raster(lr_path, vrt_dir)
+        self.hr_path = resolve_raster(hr_path, vrt_dir)
         self.band_patterns = list(bands)
         self.scale, self.patch_size, self.batch_size = scale, patch_size, batch_size
         self.samples_per_epoch = samples_per_epoch
@@ -167,9 +180,9 @@ class PairedSRDataModule(L.LightningDataModule):
         """The files this datamodule reads (for the run's dataset fingerprint).
 
         Returns:
-            The LR and HR rasters.
+            The LR and HR rasters (every file of a raster group).
         """
-        return [self.lr_path, self.hr_path]
+        return [f for members in self.raster_files for f in members]
 
     def prepare_data(self) -> None:
         """Check the pair and fill the chip caches (once, on one process)."""
@@ -190,7 +203,7 @@ class PairedSRDataModule(L.LightningDataModule):
         cols = min(lr_info.width - lr_c0, (hr_info.width - hr_c0) // s)
         if rows <= 0 or cols <= 0:
             raise InputError(
-                f"{self.lr_path} and {self.hr_path}: the rasters do not overlap; "
+                f"{lr_info.name} and {hr_info.name}: the rasters do not overlap; "
                 "pair rasters of the same area"
             )
         # Both caches start at the same corner of the common extent.
