@@ -325,8 +325,12 @@ def plan_archive(
             s = dataclasses.replace(s, valid_range=vr)
         usable.append((s, footprint))
     if not usable:
+        first = f"{scene_label(scenes[0])}: " if len(scenes) == 1 else ""
         raise InputError(
-            "no usable scene left (" + "; ".join(skipped[:3]) + "); fix or replace the scenes"
+            f"{first}no scene left to composite: of {len(scenes)}, {counts['bad']} bad and "
+            f"{counts['outside_periods']} outside every period "
+            f"({', '.join(f'{k}: {a}..{b}' for k, (a, b) in ranges.items())}); fix or replace "
+            "the scenes, or widen periods="
         )
     if bounds is not None or region is not None:
         area = resolve_area(grid, bounds, region)
@@ -939,7 +943,14 @@ def ingest(
                 exc[1],
             )
         paths = [t.path for t in tasks if t.label == label and t.path.exists()]
-        out[label] = write_vrt(paths, out_dir / f"{plan.name}_{label}.vrt")
+        vrt = out_dir / f"{plan.name}_{label}.vrt"
+        if not paths:
+            raise InputError(
+                f"{vrt}: no tile of period {label} could be computed; every scene failed while "
+                f"being read ({len(failed)}, e.g. {failed[0] if failed else 'none'}); fix or "
+                "replace the scenes"
+            )
+        out[label] = write_vrt(paths, vrt)
     return out
 
 
