@@ -218,3 +218,69 @@ run_lightning(job, net, {{"accelerator": "cpu", "devices": 1}}, progress=False)
     with rasterio.open(tmp_path / "map.tif") as m:
         assert (m.width, m.height) == (20_000, 20_000) and m.overviews(1)
         assert m.read(1, window=rasterio.windows.Window(9_000, 9_000, 64, 64)).min() >= 1
+
+
+def test_a_second_process_on_the_same_output_gets_one_line(tmp_path, nets):
+    """A live owner's lock refuses a second writer by name; a dead owner's lock is taken over;
+    leftovers of an interrupted run are removed by the next owner."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    src = _raster(tmp_path / "s2.tif", 30, 30, 10.0)
+    lock = tmp_path / ".map.tif.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {"host": socket.gethostname(), "pid": sleeper.pid, "since": 0}
+        lock.write_text(json.dumps(owner))
+        with pytest.raises(InputError, match=f"another process \\(pid {sleeper.pid} on"):
+            run_local(_cls_job(src, tmp_path / "map.tif"), nets[0], progress=False)
+        assert lock.exists() and not (tmp_path / "map.tif").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is gone now: its lock is stale; leftovers of its run go too
+    store = tmp_path / ".map.tif.tiles"
+    store.mkdir()
+    (store / "u000000.0.abcd1234.tmp.npy").write_bytes(b"half")
+    (tmp_path / ".map.tif.0123abcd.partial.stage.tif").write_bytes(b"half a COG")
+    (tmp_path / ".map.tif.tiles.9f9f9f9f").mkdir()
+    (out,) = run_local(_cls_job(src, tmp_path / "map.tif"), nets[0], progress=False)
+    assert out.exists() and not lock.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "s2.tif"]
+
+
+def test_disk_full_and_short_space_are_one_line_and_keep_the_tiles(tmp_path, nets, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from bsrlc.inference import jobs
+
+    src = _raster(tmp_path / "s2.tif", 50, 50, 10.0)
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    monkeypatch.setattr(jobs.shutil, "disk_usage", lambda p: usage(10**12, 10**12 - 1000, 1000))
+    with pytest.raises(InputError, match=r"GiB free, but the tiles of map.tif need about"):
+        run_local(_cls_job(src, tmp_path / "map.tif", tile=24), nets[0], progress=False)
+    monkeypatch.setattr(jobs.shutil, "disk_usage", real)
+    saved = []
+    original = np.save
+
+    def filling(path, arr):  # the disk fills up at the fourth tile
+        if len(saved) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        original(path, arr)
+
+    monkeypatch.setattr(jobs.np, "save", filling)
+    with pytest.raises(
+        InputError, match=r"disk full while writing tile 3 of map.tif.*3 of 9 tiles kept"
+    ):
+        run_local(_cls_job(src, tmp_path / "map.tif", tile=24), nets[0], progress=False)
+    assert not list((tmp_path / ".map.tif.tiles").glob("*.tmp.npy"))
+    assert not (tmp_path / ".map.tif.lock").exists()
+    monkeypatch.setattr(jobs.np, "save", original)
+    run_local(_cls_job(src, tmp_path / "map.tif", tile=24), nets[0], progress=False)
+    assert (tmp_path / "map.tif").exists()

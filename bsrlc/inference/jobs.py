@@ -13,6 +13,14 @@ and their computation do not depend on what ran before). A manifest (source file
 modification time, the model's digest, the unit plan) guards against resuming with other inputs:
 a mismatch discards the stale units.
 
+One process at a time writes an output: the store takes a lock file next to it
+(``.<name>.lock``: host, pid, start time); a second process gets a one-line error naming the
+first, and a lock left by a killed process (same host, pid gone) is taken over. The owner of the
+lock removes what an interrupted run left (temporary unit files, half-assembled COGs). Before
+the first unit the free space is checked against the tiles' uncompressed size; a full disk or a
+folder that turned read-only during the run is one line naming the folder, with the finished
+units kept for the rerun.
+
 Runners: :func:`run_local` loops over the missing units in this process;
 :func:`run_lightning` hands them to ``Trainer.predict`` with a
 :class:`~lightning.pytorch.callbacks.BasePredictionWriter`, so ``strategy=ddp`` spreads units over
@@ -22,11 +30,14 @@ must be on a file system they share.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -131,21 +142,125 @@ def model_digest(net: torch.nn.Module, meta: dict[str, Any] | None = None) -> st
     return h.hexdigest()[:16]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class OutputLock:
+    """An exclusive claim on an output: a lock file holding the owner's host, pid and start.
+
+    Taking it is atomic (``O_CREAT | O_EXCL``). A lock of this process is taken again (a
+    process resumes its own store); one of a process that is gone (same host, pid not running)
+    is stale and taken over. Locks of other hosts are trusted: a shared file system cannot tell
+    whether their owner still runs.
+
+    Args:
+        path: the lock file.
+        output: the output it guards (for messages).
+    """
+
+    def __init__(self, path: Path, output: Path) -> None:
+        self.path, self.output = path, output
+        self.held = False
+
+    def _owner(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            InputError: if another live process holds it.
+        """
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is None:  # being written by its owner this instant, or garbage
+                    age = time.time() - self.path.stat().st_mtime if self.path.exists() else 0
+                    if age < 10:
+                        time.sleep(0.2)
+                        continue
+                elif owner.get("host") == me["host"] and owner.get("pid") == me["pid"]:
+                    self.held = True
+                    return
+                elif owner.get("host") != me["host"] or _pid_alive(int(owner.get("pid", -1))):
+                    since = time.strftime(
+                        "%Y-%m-%d %H:%M:%S", time.localtime(float(owner.get("since", 0)))
+                    )
+                    raise InputError(
+                        f"{self.output}: another process (pid {owner.get('pid')} on "
+                        f"{owner.get('host')}, since {since}) is writing it; wait for it to "
+                        f"finish, or delete {self.path} if that process is gone"
+                    ) from None
+                log.warning("%s: lock of a process that is gone (%s); taken over", self.path, owner)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise InputError(f"{self.output}: cannot take the lock {self.path}; delete it and rerun")
+
+    def release(self) -> None:
+        """Give the lock back (only if this process holds it)."""
+        if self.held:
+            owner = self._owner()
+            if owner is not None and owner.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _write_error(folder: Path, what: str, err: BaseException, kept: str) -> InputError:
+    """One line for a failed write: disk full, not writable, or the system's reason."""
+    code = getattr(err, "errno", None)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = -1
+    if code in (errno.ENOSPC, errno.EDQUOT) or 0 <= free < 16 * 2**20:
+        return InputError(
+            f"{folder}: disk full while writing {what} ({free / 2**20:.0f} MiB free); {kept}; "
+            "free space (or choose another out_dir) and rerun to resume"
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputError(
+            f"{folder}: not writable while writing {what} ({os.strerror(code)}); {kept}; fix "
+            "the permissions (or choose another out_dir) and rerun to resume"
+        )
+    reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+    return InputError(f"{folder}: cannot write {what} ({reason}); {kept}; rerun to resume")
+
+
 class TileStore:
     """Finished units of a job on disk; assembles the outputs when all are there.
 
     Args:
         job: the job.
         overwrite: discard finished units (and replace existing outputs).
+        prepare: create the store (False on the ranks of a DDP run other than 0).
 
     Raises:
-        InputError: if the output folder cannot be created or written.
+        InputError: if the output folder cannot be created or written, another process is
+            writing the output, or the disk is clearly too full for the tiles.
     """
 
     def __init__(self, job: RasterJob, overwrite: bool = False, prepare: bool = True) -> None:
         self.job = job
         first = job.outputs[0].path
         self.root = first.parent / f".{first.name}.tiles"
+        self.lock = OutputLock(first.parent / f".{first.name}.lock", first)
         if not prepare:  # another rank prepares the store
             return
         try:
@@ -159,6 +274,18 @@ class TileStore:
             raise InputError(
                 f"{first.parent}: output folder is not writable; choose another out_dir"
             )
+        self.lock.acquire()
+        try:
+            self._prepare(overwrite)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _prepare(self, overwrite: bool) -> None:
+        job = self.job
+        for o in job.outputs:  # what an interrupted assembly left (we hold the lock)
+            for leftover in o.path.parent.glob(f".{o.path.name}.*.partial*"):
+                leftover.unlink(missing_ok=True)
         manifest = {
             "version": STORE_VERSION,
             "job": job.fingerprint(),
@@ -181,11 +308,30 @@ class TileStore:
                         "%s: unfinished units from other inputs or settings; discarded", self.root
                     )
                 shutil.rmtree(self.root)
+        for leftover in self.root.parent.glob(f"{self.root.name}.*"):  # half-made stores
+            shutil.rmtree(leftover, ignore_errors=True)
         if not self.root.exists():
             tmp = self.root.with_name(self.root.name + f".{uuid.uuid4().hex[:8]}")
             tmp.mkdir()
             (tmp / "manifest.json").write_text(text)
             os.replace(tmp, self.root)
+        for leftover in self.root.glob("*.tmp.npy"):  # units a kill interrupted
+            leftover.unlink(missing_ok=True)
+        self._check_space()
+
+    def _check_space(self) -> None:
+        """Refuse early when the free space is clearly short of the missing tiles' size."""
+        pixels = sum(
+            int(w.width * w.height) for i, w in enumerate(self.job.units) if not self.done(i)
+        )
+        need = pixels * sum(o.count * np.dtype(o.dtype).itemsize for o in self.job.outputs)
+        free = shutil.disk_usage(self.root).free
+        if need > free:
+            raise InputError(
+                f"{self.root.parent}: {free / 2**30:.2f} GiB free, but the tiles of "
+                f"{self.job.name} need about {need / 2**30:.2f} GiB before the COG is written; "
+                "free space or choose another out_dir"
+            )
 
     def _file(self, index: int, k: int) -> Path:
         return self.root / f"u{index:06d}.{k}.npy"
@@ -194,10 +340,10 @@ class TileStore:
         """Whether a unit is finished (its first output is saved last)."""
         return self._file(index, 0).exists()
 
-    def pending(self) -> list[int]:
+    def pending(self, quiet: bool = False) -> list[int]:
         """The units still to compute (logged when an earlier run finished some)."""
         todo = [i for i in range(len(self.job.units)) if not self.done(i)]
-        if len(todo) < len(self.job.units):
+        if len(todo) < len(self.job.units) and not quiet:
             n = len(self.job.units)
             log.info("%s: resuming, %d of %d tiles done", self.job.name, n - len(todo), n)
         return todo
@@ -222,8 +368,18 @@ class TileStore:
                 )
             final = self._file(index, k)
             tmp = final.with_name(f"{final.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
-            np.save(tmp, np.ascontiguousarray(arr, dtype=spec.dtype))
-            os.replace(tmp, final)
+            try:
+                np.save(tmp, np.ascontiguousarray(arr, dtype=spec.dtype))
+                os.replace(tmp, final)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)
+                done = len(self.job.units) - len(self.pending(quiet=True))
+                raise _write_error(
+                    self.root.parent,
+                    f"tile {index} of {self.job.name}",
+                    err,
+                    f"{done} of {len(self.job.units)} tiles kept",
+                ) from None
 
     def assemble(self) -> list[Path]:
         """Write every output as a COG from the saved units, then remove the store.
@@ -237,6 +393,24 @@ class TileStore:
         missing = [i for i in range(len(self.job.units)) if not self.done(i)]
         if missing:
             raise RuntimeError(f"{self.root}: {len(missing)} units missing; run the job again")
+        try:
+            self._assemble()
+        except InputError:
+            raise
+        except Exception as err:  # rasterio / GDAL write errors are not OSErrors
+            if isinstance(err, OSError) or "write" in str(err).lower():
+                raise _write_error(
+                    self.job.outputs[0].path.parent,
+                    f"the COGs of {self.job.name}",
+                    err,
+                    "every tile kept",
+                ) from None
+            raise
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.lock.release()
+        return [o.path for o in self.job.outputs]
+
+    def _assemble(self) -> None:
         for k, spec in enumerate(self.job.outputs):
             with COGWriter(
                 spec.path,
@@ -264,8 +438,6 @@ class TileStore:
                                 window.col_off, window.row_off + r, part.shape[2], part.shape[1]
                             ),
                         )
-        shutil.rmtree(self.root, ignore_errors=True)
-        return [o.path for o in self.job.outputs]
 
 
 def outputs_exist(job: RasterJob) -> bool:
@@ -293,13 +465,16 @@ def run_local(
         The output paths.
     """
     store = TileStore(job, overwrite=overwrite)
-    todo = store.pending()
-    dev = torch.device(device)
-    net = net.to(dev).eval()
-    with torch.inference_mode():
-        for i in tqdm(todo, desc=job.name, unit="tile", disable=not progress):
-            store.save(i, job.compute(i, net, dev))
-    return store.assemble()
+    try:
+        todo = store.pending()
+        dev = torch.device(device)
+        net = net.to(dev).eval()
+        with torch.inference_mode():
+            for i in tqdm(todo, desc=job.name, unit="tile", disable=not progress):
+                store.save(i, job.compute(i, net, dev))
+        return store.assemble()
+    finally:
+        store.lock.release()
 
 
 def run_lightning(
@@ -358,7 +533,10 @@ def run_lightning(
         trainer.predict(JobModule(job, net.eval()), dataloaders=loader, return_predictions=False)
         rank = _global_rank()  # a `ddp` run's process group exists from here on
     _barrier()  # every rank's units are saved
-    paths = store.assemble() if rank == 0 else None
+    try:
+        paths = store.assemble() if rank == 0 else None
+    finally:
+        store.lock.release()
     _barrier()  # the next job may read what rank 0 assembled
     return paths
 
