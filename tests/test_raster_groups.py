@@ -303,3 +303,32 @@ def test_predict_on_split_files_gives_the_map_of_the_stacked_file(tmp_path, tiny
     err = _predict(f"model={cls}", f"input={files[0]}+{other}", f"out_dir={tmp_path / 'bad'}")
     assert err.returncode == 2 and "utm.tif: CRS EPSG:32633 differs from" in err.stderr
     assert len(err.stderr.strip().splitlines()) == 1
+
+
+def test_sr_datamodule_takes_groups_for_lr_and_hr(tmp_path):
+    from bsrlc.data.sr import PairedSRDataModule
+
+    rng = np.random.default_rng(3)
+    hr = rng.integers(100, 3000, (3, 120, 120)).astype(np.int16)
+    lr = hr.reshape(3, 40, 3, 40, 3).mean(axis=(2, 4)).round().astype(np.int16)
+    t30 = Affine(30, 0, 4_500_000, 0, -30, 3_100_000)
+    names = ["BLU_P50", "GRN_P50", "RED_P50"]
+    paths = {}
+    for key, arr, t in (("lr", lr, t30), ("hr", hr, T10)):
+        paths[key] = _write(tmp_path / f"{key}.tif", arr, names, transform=t, nodata=-32768)
+        paths[f"{key}_a"] = _write(tmp_path / f"{key}_a.tif", arr[:1], names[:1], transform=t)
+        paths[f"{key}_b"] = _write(tmp_path / f"{key}_b.tif", arr[1:], names[1:], transform=t)
+    kw = {"bands": ["*_P50"], "patch_size": 8, "samples_per_epoch": 8, "augment": False}
+    one = PairedSRDataModule(paths["lr"], paths["hr"], cache_dir=tmp_path / "c1", **kw)
+    split = PairedSRDataModule(
+        f"{paths['lr_a']}+{paths['lr_b']}",
+        [str(paths["hr_a"]), str(paths["hr_b"])],  # a YAML list is a group too
+        cache_dir=tmp_path / "c2",
+        **kw,
+    )
+    assert split.data_files() == [paths[k] for k in ("lr_a", "lr_b", "hr_a", "hr_b")]
+    for a, b in zip(one._caches(), split._caches(), strict=True):
+        assert np.array_equal(a.data, b.data)
+    one.setup()
+    split.setup()
+    assert split.bands == names and split.norm_stats == one.norm_stats
