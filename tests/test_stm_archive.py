@@ -349,6 +349,72 @@ def test_real_landsat8_scene_median_is_rasterio_warp_of_the_band(tmp_path):
     assert 0.2 < clear[has].mean() < 0.95  # a cloudy scene: BQA decoded at native resolution
 
 
+def _s2_mtd(baseline: str, uri: str) -> str:
+    offs = "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
+    offsets = f"<BOA_ADD_OFFSET_VALUES_LIST>{offs}</BOA_ADD_OFFSET_VALUES_LIST>"
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
+  <n1:General_Info><Product_Info>
+    <PRODUCT_URI>{uri}</PRODUCT_URI><PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>
+  </Product_Info><Product_Image_Characteristics>
+    <QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE>10000</BOA_QUANTIFICATION_VALUE>
+    </QUANTIFICATION_VALUES_LIST>{offsets if float(baseline) >= 4 else ""}
+  </Product_Image_Characteristics></n1:General_Info>
+</n1:Level-2A_User_Product>
+"""
+
+
+def test_s2_l2a_baselines_mixed_in_one_period_on_the_10m_grid(tmp_path):
+    """Two flat Sentinel-2 L2A scenes, baseline 05.09 (BOA_ADD_OFFSET -1000) and 02.09 (none),
+    10 m and 20 m bands and SCL, onto the 10 m EPSG:3035 grid: each scene is scaled with its own
+    offset before the reduction, so a constant surface gives the expected reflectances."""
+    for time_, baseline, dn in (
+        ("20230601T101559", "05.09", 2200),
+        ("20210601T101559", "02.09", 1500),
+    ):
+        folder = tmp_path / "s2" / time_
+        folder.mkdir(parents=True)
+        for band, res in {
+            "B02": 10,
+            "B03": 10,
+            "B04": 10,
+            "B08": 10,
+            "B11": 20,
+            "B12": 20,
+            "SCL": 20,
+        }.items():
+            g = GeoBox(
+                (3000 // res,) * 2, Affine(res, 0, 460_000, 0, -res, 5_550_000), "EPSG:32633"
+            )
+            value, dtype = (4, np.uint8) if band == "SCL" else (dn, np.uint16)
+            _write(
+                folder / f"T33UXR_{time_}_{band}_{res}m.tif", np.full(g.shape.yx, value, dtype), g
+            )
+        uri = f"S2B_MSIL2A_{time_}_N{baseline.replace('.', '')}_R065_T33UXR_{time_[:8]}T130000.SAFE"
+        (folder / "MTD_MSIL2A.xml").write_text(_s2_mtd(baseline, uri))
+    grid = TargetGrid(resolution=10, tile_size=3000)
+    vrts = ingest_folder(
+        tmp_path / "s2",
+        tmp_path / "out",
+        {"2021_2023": ["2021-01-01", "2023-12-31"]},
+        source="sentinel2_l2a",
+        grid=grid,
+        metrics=["min", "p50", "max"],
+        bands=["RED", "SW1"],
+        progress=False,
+    )
+    assert vrts["2021_2023"].name == "sentinel2_2021_2023.vrt"
+    with rasterio.open(vrts["2021_2023"]) as src:
+        assert src.res == (10, 10) and src.descriptions[:3] == ("RED_MIN", "RED_P50", "RED_MAX")
+        data = src.read()
+    both = data[-1] == 2
+    assert both.sum() > 0.8 * 300 * 300
+    for k, expected in enumerate(
+        (1200, 1350, 1500, 1200, 1350, 1500)
+    ):  # (DN - 1000) / 1e4, DN / 1e4
+        assert (data[k][both] == expected).all(), (k, np.unique(data[k][both]))
+
+
 def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.tif"))}
 
