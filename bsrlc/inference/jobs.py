@@ -10,8 +10,8 @@ published atomically by :class:`~bsrlc.raster.COGWriter`) and removes itself.
 So a killed run leaves finished units behind and no output that looks complete; the rerun
 computes only the missing units and writes the same rasters as an uninterrupted run (the units
 and their computation do not depend on what ran before). A manifest (source file, its size and
-modification time, the model's digest, the unit plan) guards against resuming with other inputs:
-a mismatch discards the stale units.
+a digest of its content, the model's digest, the unit plan) guards against resuming with other
+inputs: a mismatch discards the stale units.
 
 One process at a time writes an output: the store takes a lock file next to it
 (``.<name>.lock``: host, pid, start time); a second process gets a one-line error naming the
@@ -113,7 +113,12 @@ class RasterJob(ABC):
 
 
 def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Identify an input file by path, size and modification time.
+    """Identify an input file by path, size and a digest of its content.
+
+    Size and modification time alone miss a file rewritten with both kept (``cp -p``,
+    ``rsync -t``), and resuming would then reuse tiles of the old content. The digest
+    (BLAKE2b of every byte) costs one read of the file, about 1 s per GB, which the job reads
+    anyway.
 
     Args:
         path: the file.
@@ -121,8 +126,12 @@ def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns:
         A JSON-able dict.
     """
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    p = Path(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with p.open("rb") as f:
+        while chunk := f.read(8 * 2**20):
+            digest.update(chunk)
+    return {"path": str(p.resolve()), "size": p.stat().st_size, "blake2b": digest.hexdigest()}
 
 
 def model_digest(net: torch.nn.Module, meta: dict[str, Any] | None = None) -> str:
