@@ -610,7 +610,6 @@ def test_cli_tiled_ingest_and_rerun(worlds, tmp_path):
     assert res.returncode == 2 and err.startswith("error: source=force_cube") and "\n" not in err
 
 
-@pytest.mark.slow
 def test_dask_cluster_gives_the_same_tiles(worlds, ingested, tmp_path):
     from dask.distributed import LocalCluster
 

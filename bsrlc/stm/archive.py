@@ -333,10 +333,10 @@ def plan_archive(
             "the scenes, or widen periods="
         )
     if bounds is not None or region is not None:
-        area = resolve_area(grid, bounds, region)
+        area: Geometry | None = resolve_area(grid, bounds, region)
     else:
         area = unary_union([fp for _, fp in usable])
-        assert area is not None
+    assert area is not None
     all_tiles = grid.tiles(area)
     if tiles:
         wanted = {str(t).strip() for t in tiles}
@@ -511,7 +511,7 @@ def _compute_tile(
         with (
             COGWriter(
                 task.path,
-                crs=gbox.crs.to_wkt(),
+                crs=plan.grid.odc_crs.to_wkt(),
                 transform=gbox.affine,
                 width=gbox.shape.x,
                 height=gbox.shape.y,
@@ -724,7 +724,7 @@ def write_vrt(
     y1 = min(i["transform"].f + i["shape"][0] * res[1] for i in infos)
     width, height = round((x1 - x0) / res[0]), round((y1 - y0) / res[1])
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-    srs = ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2")
+    srs = ET.SubElement(root, "SRS")  # no axis mapping: GDAL takes x/y (traditional GIS) order
     srs.text = first["crs"].to_wkt()
     ET.SubElement(root, "GeoTransform").text = f"{x0!r}, {res[0]!r}, 0.0, {y0!r}, 0.0, {res[1]!r}"
     meta = ET.SubElement(root, "Metadata")
