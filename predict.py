@@ -8,15 +8,16 @@ a_2019.tif+b_2019.tif]``). See ``conf/predict/predict.yaml`` for every option.
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
+from bsrlc.cli import hydra_entry
 from bsrlc.config import conf_dir
-from bsrlc.errors import exit_on_user_error
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path=f"{conf_dir()}/predict", config_name="predict")
-@exit_on_user_error
+@hydra_entry(config_path=f"{conf_dir()}/predict", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Run the prediction pipeline.
 

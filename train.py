@@ -1,17 +1,21 @@
-"""Train an experiment: ``python train.py experiment=sr_demo`` (``--help`` lists the groups)."""
+"""Train an experiment: ``python train.py experiment=sr_demo`` (``--help`` lists the groups).
+
+torch, Lightning and the rest of bsrlc are imported inside ``main``, so ``--help`` and a
+typo'd override are answered in about a second.
+"""
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
+from bsrlc.cli import hydra_entry
 from bsrlc.config import conf_dir
-from bsrlc.errors import exit_on_user_error
-from bsrlc.training import run
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
-@exit_on_user_error
+@hydra_entry(config_path=conf_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Fit and test; return the metric a sweeper optimises.
 
@@ -21,6 +25,8 @@ def main(cfg: DictConfig) -> float | None:
     Returns:
         The value of ``optimized_metric`` (None when unset).
     """
+    from bsrlc.training import run
+
     return run(cfg)
 
 

@@ -22,16 +22,16 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from bsrlc import __version__
-from bsrlc.checkpoints import read_checkpoint
 from bsrlc.errors import InputError
-from bsrlc.inference.loading import LoadedModel, build_from_config, load_checkpoint
+
+if TYPE_CHECKING:  # torch is imported where it is used: `python -m bsrlc.export --help` is fast
+    from omegaconf import DictConfig
+    from torch import Tensor, nn
+
+    from bsrlc.inference.loading import LoadedModel
 
 log = logging.getLogger("bsrlc.export")
 
@@ -39,23 +39,26 @@ OPSET = 17
 FILES = ("model.onnx", "weights.safetensors", "metadata.json")
 
 
-class DenseClassifier(nn.Module):
-    """Wrap a centre-patch classifier so ``forward`` is its dense form (for ONNX)."""
+def dense_classifier(net: nn.Module) -> nn.Module:
+    """Wrap a centre-patch classifier so ``forward`` is its dense form (for ONNX).
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
+    Args:
+        net: a classifier with ``forward_dense``.
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Dense logits.
+    Returns:
+        A module mapping (B, C, H + 2*halo, W + 2*halo) to dense logits (B, K, H, W).
+    """
+    from torch import nn
 
-        Args:
-            x: (B, C, H + 2*halo, W + 2*halo).
+    class DenseClassifier(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
 
-        Returns:
-            (B, K, H, W).
-        """
-        return self.net.forward_dense(x)
+        def forward(self, x: Tensor) -> Tensor:
+            return self.net.forward_dense(x)
+
+    return DenseClassifier(net)
 
 
 def _digest(folder: Path, metadata: dict[str, Any]) -> str:
@@ -69,6 +72,8 @@ def _digest(folder: Path, metadata: dict[str, Any]) -> str:
 
 
 def _example_input(model: LoadedModel) -> Tensor:
+    import torch
+
     c = len(model.bands)
     if model.task == "sr":
         return torch.randn(1, c, 24, 24)
@@ -100,7 +105,11 @@ def export_bundle(
     Raises:
         InputError: if the networks disagree beyond ``atol``.
     """
+    import torch
     from safetensors.torch import save_file
+
+    from bsrlc.checkpoints import read_checkpoint
+    from bsrlc.inference.loading import load_checkpoint
 
     model = load_checkpoint(checkpoint)
     out_dir = Path(out_dir)
@@ -113,7 +122,7 @@ def export_bundle(
                 f"{checkpoint}: this classifier has no dense form (padded variant); export a "
                 "valid-conv centre-patch model, or run it with backend=torch"
             )
-        export_net = DenseClassifier(net).eval()
+        export_net = dense_classifier(net).eval()
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -145,7 +154,8 @@ def export_bundle(
             "bands": model.bands,
             "mean": model.mean,
             "std": model.std,
-            "input_scale": 1e-4,
+            "input_scale": model.meta.get("input_scale", 1e-4),
+            "grid": model.meta.get("grid"),
             "scale": model.meta.get("scale"),
             "receptive_field": model.meta.get("receptive_field"),
             "patch_size": model.meta.get("patch_size"),
@@ -191,7 +201,9 @@ def check_onnx(folder: Path, reference: nn.Module, seed: int = 0) -> float:
     Returns:
         The largest absolute difference.
     """
+    import numpy as np
     import onnxruntime as ort
+    import torch
 
     meta = json.loads((folder / "metadata.json").read_text())
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -232,11 +244,13 @@ class Bundle:
         """
         from safetensors.torch import load_file
 
+        from bsrlc.inference.loading import LoadedModel, build_from_config
+
         m = self.metadata
         net = build_from_config(dict(m["network"]))
         net.load_state_dict(load_file(self.folder / "weights.safetensors"))
         keys = ("scale", "receptive_field", "patch_size", "halo", "legend")
-        meta = {k: m.get(k) for k in (*keys, "temperature", "train_priors")}
+        meta = {k: m.get(k) for k in (*keys, "temperature", "train_priors", "input_scale", "grid")}
         return LoadedModel(
             net.eval().to(device),
             m["task"],
@@ -290,14 +304,10 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def _main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
+    from bsrlc.cli import hydra_entry
     from bsrlc.config import conf_dir
-    from bsrlc.errors import exit_on_user_error
 
-    @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
-    @exit_on_user_error
+    @hydra_entry(config_path=conf_dir(), config_name="export")
     def main(cfg: DictConfig) -> None:
         out = export_bundle(cfg.checkpoint, cfg.out_dir, bool(cfg.zip), int(cfg.opset))
         print(out)
