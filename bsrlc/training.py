@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from bsrlc.checkpoints import check_checkpoint
+from bsrlc.console import quiet_lightning
 from bsrlc.errors import ConfigError
 from bsrlc.tracking import git_commit, register_resolvers
 
@@ -158,6 +159,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         All metrics the trainer collected (train/val after fitting, test after testing), as
         plain numbers; also written to ``<output_dir>/metrics.json``.
     """
+    quiet_lightning()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info("datamodule <%s>", cfg.data._target_)

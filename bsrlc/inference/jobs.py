@@ -508,6 +508,7 @@ def run_lightning(
     """
     import lightning.pytorch as pl
 
+    from bsrlc.console import quiet_lightning
     from bsrlc.inference.predict_loop import (
         JobModule,
         RankShare,
@@ -528,6 +529,7 @@ def run_lightning(
     _barrier()
     log.info("%s: %d tiles to compute", job.name, len(todo))
     if todo:
+        quiet_lightning()
         trainer = pl.Trainer(
             **{**trainer_kwargs, "use_distributed_sampler": False},
             callbacks=[StoreWriter(store), *([TileProgressBar(job.name)] if progress else [])],
