@@ -218,8 +218,8 @@ def _check_key(o: Override, cfg: DictConfig, options: Callable[[str], list[str]]
     from omegaconf import DictConfig, OmegaConf
 
     key = o.key_or_group
-    if o.is_add() or o.is_force_add() or key == "hydra" or key.startswith("hydra."):
-        return
+    if o.is_add() or o.is_force_add() or key.startswith("hydra") or "/" in key:
+        return  # new keys, Hydra's own settings and nested groups: Hydra's to judge
     node: Any = cfg
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -235,10 +235,8 @@ def _check_key(o: Override, cfg: DictConfig, options: Callable[[str], list[str]]
             notes = [] if close else [f"keys: {', '.join(names)}"]
             if not o.is_delete():
                 notes.append(f"+{key}=... adds a new key")
-            sep = "; " if close else " "
-            raise ConfigError(
-                f"{key}: no key {part!r} in {where or 'the config'}{sep}{close}({'; '.join(notes)})"
-            )
+            what = f"{'~' if o.is_delete() else ''}{key}: no key {part!r} in {where or 'config'}"
+            raise ConfigError(f"{what}{'; ' if close else ' '}{close}({'; '.join(notes)})")
         if OmegaConf.is_interpolation(node, part):
             return
         node = node._get_node(part)
