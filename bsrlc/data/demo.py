@@ -829,14 +829,12 @@ def generate(
 
 
 def _main() -> None:
-    import hydra
     from omegaconf import DictConfig
 
+    from bsrlc.cli import hydra_entry
     from bsrlc.config import conf_dir
-    from bsrlc.errors import exit_on_user_error
 
-    @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="demo_world")
-    @exit_on_user_error
+    @hydra_entry(config_path=conf_dir(), config_name="demo_world")
     def main(cfg: DictConfig) -> None:
         from bsrlc.errors import ConfigError
 
