@@ -80,7 +80,7 @@ def hydra_entry(
 
             args = get_args_parser().parse_args(sys.argv[1:])
             if not any(getattr(args, flag, None) for flag in HYDRA_ONLY_FLAGS):
-                text = precheck(config_path, config_name, args.overrides, help=args.help)
+                text = precheck(config_path, config_name, args.overrides, with_help=args.help)
                 if text is not None:
                     print(text)
                     return None
@@ -92,25 +92,28 @@ def hydra_entry(
 
 
 def precheck(
-    config_path: str, config_name: str, overrides: list[str], help: bool = False
+    config_path: str, config_name: str, overrides: list[str], with_help: bool = False
 ) -> str | None:
-    """Check the overrides against the configs; with ``help``, also render the help text.
+    """Check the overrides against the configs; ``with_help``: also render the help text.
 
     Args:
         config_path: the config directory.
         config_name: the primary config.
         overrides: the command line's overrides.
-        help: render the help text (of the config composed with ``overrides``).
+        with_help: render the help text (of the config composed with ``overrides``).
 
     Returns:
-        The help text when ``help`` is set, else None.
+        The help text when ``with_help`` is set (and the config composes), else None.
 
     Raises:
         ConfigError: for an option of a config group, or a key, that does not exist.
     """
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    if GlobalHydra.instance().is_initialized():
+        return None  # inside a running Hydra app (or a test's compose): nothing to check here
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
@@ -127,7 +130,7 @@ def precheck(
             for o in parsed:
                 if o not in groups:
                     _check_key(o, cfg, options)
-        if not help:
+        if not with_help:
             return None
         full = _compose(config_name, overrides) if overrides else cfg
         return None if full is None else help_text(full, options)

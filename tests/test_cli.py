@@ -167,3 +167,10 @@ def test_quiet_lightning_drops_tips_and_the_known_deprecation_only(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "GPU available: False, used: False" in messages
     assert not [m for m in messages if "Tip" in m]
+
+
+def test_the_check_stays_out_of_a_running_hydra():
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        assert precheck(conf_dir(), "train", ["trainer.max_epoch=3"]) is None
