@@ -251,6 +251,7 @@ def predict(cfg: Any) -> dict[str, Any]:
     Returns:
         ``{"sr": {label: path}, "maps": {label: path}, "summary": {...}}``.
     """
+    from bsrlc.inference.checks import check_input
     from bsrlc.inference.dense import ClassifyJob, correct_priors
     from bsrlc.inference.sr import SRJob
 
@@ -292,6 +293,7 @@ def predict(cfg: Any) -> dict[str, Any]:
         src = item.path
         if sr_model is not None:
             check_bands(sr_model, src, "SR")
+            check_input(src, sr_model, "SR")
             job: RasterJob = SRJob(
                 src,
                 out_dir / f"{item.name}_sr.tif",
@@ -307,6 +309,8 @@ def predict(cfg: Any) -> dict[str, Any]:
             src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
+            if sr_model is None:  # an SR output is on the grid the SR model makes
+                check_input(src, cls_model, "classification")
             name = f"{item.name}_map" + ("_independent" if temporal else "")
             cjob = ClassifyJob(
                 src,

@@ -9,6 +9,13 @@ Archives as delivered (any path/row, UTM zone; :mod:`bsrlc.stm.archive`), tiled 
     python -m bsrlc.stm source=landsat_c2 scenes=/data/c2 grid.crs=EPSG:3035 \
         grid.resolution=30 grid.tile_size=30000 'periods={2019:[2018-01-01,2020-12-31]}'
 
+A local STAC catalog or ItemCollection (:mod:`bsrlc.stm.stac`), or a FORCE Level-2 datacube on
+its own grid (:mod:`bsrlc.stm.force`):
+    python -m bsrlc.stm stac=/data/catalog.json 'periods={2019:[2018-01-01,2020-12-31]}'
+    python -m bsrlc.stm source=force scenes=/data/force/level2 'periods={...}'
+FORCE TSA STM outputs used as STMs (band names mapped, one VRT per period, nothing computed):
+    python -m bsrlc.stm source=force_tsa scenes=/data/force/higher-level out_dir=/data/stm
+
 Period labels are strings. YAML 1.1 and Hydra's override grammar read ``2008_2013`` as the
 integer 20082013 (underscores separate digits); on the command line the label is taken back as
 typed (``label=2008_2013`` and ``periods={2008_2013:[...]}`` both give ``..._2008_2013.tif``).
@@ -29,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsrlc.config import conf_dir, plain
 from bsrlc.errors import ConfigError, exit_on_user_error
-from bsrlc.stm.archive import ingest_folder
+from bsrlc.stm.archive import detect_source, ingest_folder
 from bsrlc.stm.compose import (
     SensorConfig,
     composite,
@@ -120,8 +127,20 @@ def run(cfg: DictConfig) -> list[str]:
         ConfigError: for missing scenes, bad sensor settings, no label for a single window, or
             a label that YAML turned into a number (see :func:`period_label`).
     """
+    if cfg.get("stac"):
+        if cfg.get("source") not in (None, "", "stac", "auto"):
+            raise ConfigError(
+                f"stac={cfg.stac} with source={cfg.source}: stac= reads a STAC catalog; drop "
+                "source= (or use source=stac scenes=CATALOG.json)"
+            )
+        return run_archive(cfg, source="stac", scenes=str(cfg.stac))
     if OmegaConf.is_missing(cfg, "scenes") or cfg.scenes in (None, ""):
-        raise ConfigError("scenes: required; set scenes=/path/to/folder (or a list of files)")
+        raise ConfigError(
+            "scenes: required; set scenes=/path/to/folder (or a list of files), or "
+            "stac=CATALOG.json"
+        )
+    if cfg.get("source") == "force_tsa":
+        return run_force_tsa(cfg)
     if cfg.get("source"):
         return run_archive(cfg)
     sensor_cfg = plain(cfg.sensor)
@@ -181,11 +200,17 @@ def _periods(cfg: DictConfig) -> dict[str, list[Any]]:
     return {period_label(label, "label", typed): [cfg.get("start"), cfg.get("end")]}
 
 
-def run_archive(cfg: DictConfig) -> list[str]:
-    """Tiled ingest of a folder of scenes as delivered (``source=`` set; see conf/stm.yaml).
+SOURCES = (*PRODUCTS, "stac", "force", "force_tsa", "auto")
+"""Values of ``source=``."""
+
+
+def run_archive(cfg: DictConfig, source: str | None = None, scenes: str | None = None) -> list[str]:
+    """Tiled ingest of scenes as delivered (``source=`` or ``stac=`` set; see conf/stm.yaml).
 
     Args:
         cfg: the config.
+        source: the source kind (None: ``cfg.source``).
+        scenes: the folder or catalog (None: ``cfg.scenes``).
 
     Returns:
         The VRT mosaic of each period, one per period.
@@ -193,15 +218,19 @@ def run_archive(cfg: DictConfig) -> list[str]:
     Raises:
         ConfigError: for an unknown source, a bands mapping or bad grid settings.
     """
-    source = str(cfg.source)
-    if source not in (*PRODUCTS, "auto"):
+    source = str(source or cfg.source)
+    if source not in SOURCES:
         raise ConfigError(
-            f"source={source}: unknown; use {', '.join(PRODUCTS)} or auto (or leave it unset "
-            "for scenes already on one grid)"
+            f"source={source}: unknown; use {', '.join(SOURCES)} (or leave it unset for scenes "
+            "already on one grid)"
         )
-    scenes = plain(cfg.scenes)
+    if scenes is None:
+        scenes = plain(cfg.scenes)
     if not isinstance(scenes, str):
-        raise ConfigError(f"scenes={scenes}: with source= give one folder of scenes as delivered")
+        raise ConfigError(
+            f"scenes={scenes}: with source= give one folder of scenes as delivered (or a STAC "
+            "JSON file)"
+        )
     bands = plain(cfg.bands)
     if not isinstance(bands, list):
         raise ConfigError(
@@ -210,12 +239,28 @@ def run_archive(cfg: DictConfig) -> list[str]:
         )
     g = plain(cfg.get("grid")) or {}
     origin = g.get("origin")
-    grid = TargetGrid(
+    extra: dict[str, Any] = {}
+    is_force = source == "force" or (source == "auto" and detect_source(scenes) == "force")
+    grid: TargetGrid | None = TargetGrid(
         crs=str(g.get("crs") or "EPSG:3035"),
         resolution=float(g.get("resolution") or 30.0),
         tile_size=float(g.get("tile_size") or 30_000.0),
         origin=tuple(origin) if origin is not None else DEFAULT_ORIGIN,
     )
+    if is_force:
+        # the cube's grid (CRS, origin, tile size; the BOA's pixel size) unless grid.* says
+        # otherwise: crs, tile_size or origin set -> the grid above; grid.resolution alone
+        # picks the pixel size on the cube's grid
+        typed = _typed_grid_keys()
+        own = any(
+            k in typed or g.get(k) != DEFAULTS_GRID[k] for k in ("crs", "tile_size", "origin")
+        )
+        if not own:
+            grid = None
+            if "resolution" in typed or g.get("resolution") != DEFAULTS_GRID["resolution"]:
+                extra["cube_resolution"] = float(g["resolution"])
+        if cfg.get("force_sensors"):
+            extra["force_sensors"] = [str(x) for x in plain(cfg.force_sensors)]
     vrts = ingest_folder(
         scenes,
         cfg.out_dir,
@@ -239,6 +284,43 @@ def run_archive(cfg: DictConfig) -> list[str]:
         workers=cfg.get("workers"),
         dask_address=cfg.get("dask_address"),
         progress=bool(cfg.get("progress", True)),
+        **extra,
+    )
+    return [str(p) for p in vrts.values()]
+
+
+DEFAULTS_GRID = {"crs": "EPSG:3035", "resolution": 30, "tile_size": 30000, "origin": None}
+"""conf/stm.yaml's grid defaults: with source=force, values left at these take the cube's."""
+
+
+def _typed_grid_keys() -> set[str]:
+    """The grid.* keys typed on the command line (even at their default values)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
+    return {k[5:] for k in keys if k.startswith("grid.")}
+
+
+def run_force_tsa(cfg: DictConfig) -> list[str]:
+    """FORCE TSA STM outputs as bsrlc STMs: one VRT per period (``source=force_tsa``).
+
+    Args:
+        cfg: the config (``scenes``: the TSA output cube; ``name``, ``out_dir``,
+            ``force_stm``: the TSA parameter file's STM list for files without band names).
+
+    Returns:
+        The VRT of each period.
+    """
+    from bsrlc.stm.force import adapt_tsa
+
+    vrts = adapt_tsa(
+        str(cfg.scenes),
+        cfg.out_dir,
+        name=cfg.get("name") or "force",
+        stm=plain(cfg.get("force_stm")),
+        overwrite=bool(cfg.overwrite),
     )
     return [str(p) for p in vrts.values()]
 

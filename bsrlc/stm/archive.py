@@ -73,7 +73,13 @@ from bsrlc.stm.sources import (
 
 log = logging.getLogger(__name__)
 
-PRODUCT_NAMES = {"landsat_c2": "landsat", "sentinel2_l2a": "sentinel2", "files": "stm"}
+PRODUCT_NAMES = {
+    "landsat_c2": "landsat",
+    "sentinel2_l2a": "sentinel2",
+    "files": "stm",
+    "stac": "stac",
+    "force": "force",
+}
 """Output name prefix of each product (``{name}_{label}.vrt``)."""
 
 EXCLUSION_REASONS = ("nodata", "qa")
@@ -496,7 +502,8 @@ def _compute_tile(
     for _, s in scenes:
         for b in plan.bands:
             with open_raster(s.bands[b]) as src:
-                dtypes.append(np.dtype(src.dtypes[0]))
+                i = s.bidx(b)
+                dtypes.append(np.dtype(src.dtypes[i - 1] if i <= src.count else src.dtypes[0]))
     dtype = np.result_type(*dtypes) if common is not None else np.dtype(np.float32)
     scale, offset = common if common is not None else (1.0, 0.0)
     descriptions = plan.descriptions
@@ -954,6 +961,25 @@ def ingest(
     return out
 
 
+def detect_source(path: str | Path) -> str | None:
+    """The kind of input at a path (``stac``, ``force``; None: C2 / S2 scenes, detected later).
+
+    A ``.json`` file is a STAC catalog, a folder with ``datacube-definition.prj`` a FORCE cube.
+
+    Args:
+        path: ``scenes=`` / ``stac=``.
+
+    Returns:
+        ``stac``, ``force`` or None.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".json" and not p.is_dir():
+        return "stac"
+    if p.is_dir() and (p / "datacube-definition.prj").is_file():
+        return "force"
+    return None
+
+
 def ingest_folder(
     folder: str | Path,
     out_dir: str | Path,
@@ -966,19 +992,42 @@ def ingest_folder(
     """:func:`ingest` of the scenes of a folder as delivered (:func:`discover_sources`).
 
     Args:
-        folder: Landsat C2 L2 and/or Sentinel-2 L2A scenes, nested or flat.
+        folder: Landsat C2 L2 and/or Sentinel-2 L2A scenes, nested or flat; a local STAC
+            catalog / ItemCollection JSON (``source="stac"``, :mod:`bsrlc.stm.stac`); or a
+            FORCE Level-2 datacube (``source="force"``, :mod:`bsrlc.stm.force`).
         out_dir: the output folder.
         periods: label -> [start, end].
-        source: ``landsat_c2``, ``sentinel2_l2a`` or None / ``auto`` (detect).
+        source: ``landsat_c2``, ``sentinel2_l2a``, ``stac``, ``force`` or None / ``auto``
+            (detect: a ``.json`` file is a STAC catalog, a folder with
+            ``datacube-definition.prj`` a FORCE cube, anything else C2 / S2 scenes).
         boa_offset: Sentinel-2 BOA_ADD_OFFSET for scenes without metadata.
         on_error: ``fail`` or ``skip``.
-        **kwargs: passed to :func:`ingest`.
+        **kwargs: passed to :func:`ingest`; for ``force`` without ``grid``, the cube's grid.
 
     Returns:
         label -> the period's VRT.
     """
     product = None if source in (None, "", "auto") else source
-    found = discover_sources(folder, product, on_error, boa_offset)
+    if product is None:
+        product = detect_source(folder)
+    if product == "stac":
+        from bsrlc.stm.stac import discover_stac
+
+        found = discover_stac(folder, on_error)
+    elif product == "force":
+        from bsrlc.stm.force import discover_force
+
+        cube = discover_force(
+            folder,
+            on_error,
+            resolution=kwargs.pop("cube_resolution", None),
+            sensors=kwargs.pop("force_sensors", None),
+        )
+        found = cube.discovery
+        if kwargs.get("grid") is None:
+            kwargs["grid"] = cube.grid
+    else:
+        found = discover_sources(folder, product, on_error, boa_offset)
     return ingest(
         found.scenes, out_dir, periods, on_error=on_error, skipped=found.skipped, **kwargs
     )
@@ -991,6 +1040,7 @@ __all__ = [
     "TileResult",
     "TileTask",
     "check_periods",
+    "detect_source",
     "ingest",
     "ingest_folder",
     "ingest_tile",

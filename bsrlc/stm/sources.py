@@ -197,7 +197,9 @@ class SourceScene:
         nodata: raw fill value of the band files (None: the file's own, else 0 for integers
             and NaN for floats).
         valid_range: (lo, hi) valid raw DNs; others are treated as nodata before warping.
-        metadata: the metadata file the scene was described by (MTL, MTD), if any.
+        metadata: the metadata file the scene was described by (MTL, MTD, STAC JSON), if any.
+        band_index: band name -> 1-based band of its file, for bands inside multi-band files
+            (a FORCE BOA, a multi-band STAC asset); bands not listed are band 1.
     """
 
     id: str
@@ -211,6 +213,18 @@ class SourceScene:
     nodata: float | None = None
     valid_range: tuple[float, float] | None = None
     metadata: Path | None = None
+    band_index: Mapping[str, int] = field(default_factory=dict)
+
+    def bidx(self, band: str) -> int:
+        """The 1-based band of ``band`` in its file (1 unless :attr:`band_index` says otherwise).
+
+        Args:
+            band: a band name of :attr:`bands`.
+
+        Returns:
+            The band number.
+        """
+        return int(self.band_index.get(band, 1))
 
     @property
     def qa(self) -> Path | None:
@@ -594,10 +608,15 @@ class WarpReader:
         _, gbox = self._ds(path)
         return self._roi(path, gbox, geobox, self.resampling) is not None
 
-    def _read_block(self, path: Path, window: Window) -> np.ndarray:
+    def _read_block(self, path: Path, window: Window, bidx: int = 1) -> np.ndarray:
         ds, _ = self._ds(path)
+        if not 1 <= bidx <= ds.count:
+            raise InputError(
+                f"{path}: has {ds.count} band(s), band {bidx} was asked for; the file is not the "
+                "product its metadata describes: fix the catalog or re-download the file"
+            )
         try:
-            return ds.read(1, window=window)
+            return ds.read(bidx, window=window)
         except RasterioIOError as err:
             first = str(err).splitlines()[0] if str(err) else "read error"
             raise InputError(
@@ -613,20 +632,22 @@ class WarpReader:
         nodata: float | None = None,
         valid_range: tuple[float, float] | None = None,
         resampling: str | Resampling | None = None,
+        bidx: int = 1,
     ) -> np.ndarray:
-        """Warp one band file onto a target window, reading only the source pixels it needs.
+        """Warp one band of a file onto a target window, reading only the source pixels it needs.
 
         Args:
-            path: a single-band file (band 1 is read).
+            path: a raster file.
             geobox: the target window.
             nodata: raw fill value (None: the file's own, else 0 / NaN).
             valid_range: raw DNs outside it become nodata before the warp.
             resampling: None: the reader's.
+            bidx: the 1-based band of the file to read.
 
         Returns:
-            (rows, cols) in the file's dtype, ``nodata`` where no source data reaches.
+            (rows, cols) in the band's dtype, ``nodata`` where no source data reaches.
         """
-        return self._band(path, geobox, nodata, valid_range, resampling)[0]
+        return self._band(path, geobox, nodata, valid_range, resampling, bidx)[0]
 
     def _band(
         self,
@@ -635,16 +656,18 @@ class WarpReader:
         nodata: float | None,
         valid_range: tuple[float, float] | None,
         resampling: str | Resampling | None = None,
+        bidx: int = 1,
     ) -> tuple[np.ndarray, _Invalid | None]:
         """read_band, plus the native pixels that were fill or out of range (None: none)."""
         ds, src = self._ds(path)
-        nod = _fill_value(ds.dtypes[0], ds.nodata if nodata is None else nodata)
+        dtype = ds.dtypes[bidx - 1] if 1 <= bidx <= ds.count else ds.dtypes[0]
+        nod = _fill_value(dtype, ds.nodata if nodata is None else nodata)
         rs = self.resampling if resampling is None else resampling_of(resampling)
         roi = self._roi(path, src, geobox, rs)
         if roi is None:
-            return np.full(geobox.shape.yx, nod, dtype=ds.dtypes[0]), None
+            return np.full(geobox.shape.yx, nod, dtype=dtype), None
         rows, cols = roi[0]
-        block = self._read_block(path, Window.from_slices(rows, cols))
+        block = self._read_block(path, Window.from_slices(rows, cols), bidx)
         invalid = np.isnan(block) if isinstance(nod, float) and math.isnan(nod) else block == nod
         if valid_range is not None:
             lo, hi = valid_range
@@ -756,7 +779,7 @@ class WarpReader:
                 f"{scene.metadata or scene.id}: scene has no band(s) {', '.join(missing)} "
                 f"(it has {', '.join(scene.bands)}); drop the scene or fix bands="
             )
-        dtypes = [self._ds(scene.bands[b])[0].dtypes[0] for b in names]
+        dtypes = [self._band_dtype(scene, b) for b in names]
         if out is None:
             out = np.empty((len(names), *geobox.shape.yx), np.result_type(*dtypes))
         elif out.shape != (len(names), *geobox.shape.yx):
@@ -768,8 +791,10 @@ class WarpReader:
         for i, name in enumerate(names):
             path = scene.bands[name]
             ds, _ = self._ds(path)
-            nod = _fill_value(ds.dtypes[0], ds.nodata if scene.nodata is None else scene.nodata)
-            band, invalid = self._band(path, geobox, nod, vr)
+            nod = _fill_value(
+                self._band_dtype(scene, name), ds.nodata if scene.nodata is None else scene.nodata
+            )
+            band, invalid = self._band(path, geobox, nod, vr, None, scene.bidx(name))
             has &= ~np.isnan(band) if band.dtype.kind == "f" else band != nod
             out[i] = band
             fills.append(nod)
@@ -788,7 +813,10 @@ class WarpReader:
         if not masks:  # no QA: where the first band has data (and the scene's edge)
             first = scene.bands[names[0]]
             ds, _ = self._ds(first)
-            nod = _fill_value(ds.dtypes[0], ds.nodata if scene.nodata is None else scene.nodata)
+            nod = _fill_value(
+                self._band_dtype(scene, names[0]),
+                ds.nodata if scene.nodata is None else scene.nodata,
+            )
             masks = (MaskLayer(first, functools.partial(has_data, nodata=nod)),)
         qa = np.ones(geobox.shape.yx, bool)
         for group in self._mask_groups(masks):
@@ -796,6 +824,11 @@ class WarpReader:
             with np.errstate(invalid="ignore"):
                 qa &= frac >= self.min_clear_fraction - 1e-4
         return SceneWindow(out, has & qa, names, fills, has, qa)
+
+    def _band_dtype(self, scene: SourceScene, band: str) -> str:
+        ds, _ = self._ds(scene.bands[band])
+        i = scene.bidx(band)
+        return ds.dtypes[i - 1] if 1 <= i <= ds.count else ds.dtypes[0]
 
     def _mask_groups(self, masks: Sequence[MaskLayer]) -> list[list[MaskLayer]]:
         groups: dict[tuple, list[MaskLayer]] = {}

@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 )
 
 from bsrlc.config import plain
+from bsrlc.inference.checks import training_grid
 from bsrlc.tasks.panels import log_image
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,8 @@ class CentrePatchTask(L.LightningModule):
             "dense": bool(hasattr(self.net, "forward_dense")),
             "temperature": float(self.temperature),
             "train_priors": self.train_priors.tolist(),
+            "input_scale": 1e-4,
+            "grid": training_grid(self, "rasters"),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from bsrlc.evaluation.sr_metrics import (
     bicubic_upsample,
     fit_band_gains,
 )
+from bsrlc.inference.checks import training_grid
 from bsrlc.tasks.panels import log_image
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ class SRGANTask(L.LightningModule):
             "mean": self.norm_mean.tolist(),
             "std": self.norm_std.tolist(),
             "receptive_field": int(getattr(self.generator, "receptive_field", 0)),
+            "input_scale": 1e-4,
+            "grid": training_grid(self, "lr_path"),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

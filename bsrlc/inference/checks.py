@@ -1,0 +1,249 @@
+"""Inputs checked against what a model was trained on, before anything is computed.
+
+A model learns at one pixel size, on north-up grids in metres, from reflectance in a certain
+range. A raster that breaks one of these is mapped without complaint but wrongly (a south-up
+raster agrees with the north-up map on 3/4 of its pixels, an all-saturated one maps to one
+class), so :func:`check_input` refuses what cannot work and warns about what looks wrong:
+
+- refused: a CRS in other units than the training grid's (degrees for a model trained in
+  metres), a pixel size more than ``PIXEL_TOLERANCE`` off the training pixel size, non-square
+  pixels, a south-up or rotated transform, a raster without any valid pixel;
+- warned: more than ``NODATA_WARN`` of the pixels nodata, more than ``SATURATED_WARN`` at the
+  data type's limit (saturated or clipped), more than ``RANGE_WARN`` outside the training
+  range (band mean +- ``RANGE_STD`` standard deviations), a raster smaller than the model's
+  receptive field.
+
+The training grid is recorded in checkpoints and bundles as ``grid`` (:func:`grid_signature`);
+models without it are checked for orientation, square pixels and content only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.enums import Resampling
+
+from bsrlc.errors import InputError
+from bsrlc.raster import band_indices, open_raster, raster_info
+
+log = logging.getLogger(__name__)
+
+PIXEL_TOLERANCE = 0.05  # relative difference of pixel size accepted
+NODATA_WARN = 0.5
+SATURATED_WARN = 0.01
+RANGE_WARN = 0.05
+RANGE_STD = 6.0
+SAMPLE_EDGE = 512  # the content checks read a decimated view of at most this many pixels a side
+
+
+def _units(crs: Any) -> str:
+    if crs is None:
+        return "none"
+    if crs.is_geographic:
+        return "degree"
+    units = (crs.linear_units or "unknown").lower()
+    return "metre" if units in {"metre", "meter", "m", "metres", "meters"} else units
+
+
+def grid_signature(path: str | Path) -> dict[str, Any]:
+    """What a model learns of its input grid: CRS units, pixel size, orientation.
+
+    Args:
+        path: a training raster.
+
+    Returns:
+        ``{"crs_units", "pixel_size": [x, y], "north_up": bool}``.
+    """
+    info = raster_info(path)
+    t = info.transform
+    return {
+        "crs_units": _units(info.crs),
+        "pixel_size": [abs(float(t.a)), abs(float(t.e))],
+        "north_up": bool(t.b == 0 and t.d == 0 and t.a > 0 and t.e < 0),
+    }
+
+
+def check_grid(path: str | Path, meta: dict[str, Any], what: str) -> None:
+    """Refuse a raster whose grid the model cannot have learnt.
+
+    Args:
+        path: the input raster.
+        meta: the model's metadata (``grid`` if recorded).
+        what: the model's role, for messages.
+
+    Raises:
+        InputError: naming the problem and the fix.
+    """
+    info = raster_info(path)
+    t = info.transform
+    if t.b != 0 or t.d != 0:
+        raise InputError(
+            f"{path}: rotated grid (transform {tuple(t)[:6]}); the {what} model needs a north-up "
+            "grid: warp it first (gdalwarp -t_srs <its CRS> in.tif out.tif)"
+        )
+    if t.e > 0 or t.a < 0:
+        raise InputError(
+            f"{path}: {'south-up' if t.e > 0 else 'east-to-west'} grid; the {what} model needs "
+            "a north-up grid: warp it first (gdalwarp in.tif out.tif writes north-up)"
+        )
+    x, y = abs(float(t.a)), abs(float(t.e))
+    if abs(x - y) > PIXEL_TOLERANCE * max(x, y):
+        raise InputError(
+            f"{path}: non-square pixels ({x:g} x {y:g}); resample to square pixels "
+            f"(gdalwarp -tr {max(x, y):g} {max(x, y):g})"
+        )
+    grid = meta.get("grid")
+    if not grid:
+        return
+    units = _units(info.crs)
+    if units != grid["crs_units"]:
+        raise InputError(
+            f"{path}: CRS in {units} ({info.crs}), the {what} model was trained on a grid in "
+            f"{grid['crs_units']}; warp it to a projected CRS (gdalwarp -t_srs EPSG:<code> -tr "
+            f"{grid['pixel_size'][0]:g} {grid['pixel_size'][1]:g})"
+        )
+    want = float(grid["pixel_size"][0])
+    if abs(x - want) > PIXEL_TOLERANCE * want:
+        raise InputError(
+            f"{path}: {x:g} {units} pixels, the {what} model was trained on {want:g}; resample "
+            f"it (gdalwarp -tr {want:g} {want:g}) or use a model trained at this pixel size"
+        )
+
+
+def check_content(
+    path: str | Path,
+    bands: list[str],
+    mean: list[float],
+    std: list[float],
+    context: int,
+    what: str,
+    input_scale: float = 1e-4,
+) -> dict[str, float]:
+    """Warn about a raster that looks unlike the training data; refuse one without data.
+
+    Reads a decimated view of the model's bands (at most ``SAMPLE_EDGE`` pixels a side).
+
+    Args:
+        path: the input raster.
+        bands: the model's bands.
+        mean: their training means (reflectance).
+        std: their training standard deviations.
+        context: the model's receptive field in input pixels (0: none).
+        what: the model's role, for messages.
+        input_scale: reflectance per stored value.
+
+    Returns:
+        ``{"nodata", "saturated", "out_of_range"}`` shares of the sampled pixel values.
+
+    Raises:
+        InputError: if the raster holds no valid pixel.
+    """
+    info = raster_info(path)
+    idx = band_indices(info, bands)
+    step = max(1, int(np.ceil(max(info.width, info.height) / SAMPLE_EDGE)))
+    shape = (len(idx), max(1, info.height // step), max(1, info.width // step))
+    with open_raster(path) as src:
+        data = src.read(idx, out_shape=shape, resampling=Resampling.nearest)  # values as stored
+    valid = np.ones(data.shape, bool) if info.nodata is None else data != info.nodata
+    valid &= np.isfinite(data) if data.dtype.kind == "f" else True
+    if not valid.any():
+        raise InputError(
+            f"{path}: every pixel of the {what} model's bands is nodata ({info.nodata}); "
+            "check the file (an empty tile or the wrong nodata value)"
+        )
+    shares = {"nodata": float(1 - valid.all(0).mean())}
+    if data.dtype.kind in "iu":
+        lim = np.iinfo(data.dtype)
+        at_limit = ((data == lim.max) | (data == lim.min)) & valid
+        shares["saturated"] = float(at_limit.any(0).mean())
+    else:
+        shares["saturated"] = 0.0
+    refl = data.astype(np.float64) * input_scale
+    lo = np.asarray(mean)[:, None, None] - RANGE_STD * np.asarray(std)[:, None, None]
+    hi = np.asarray(mean)[:, None, None] + RANGE_STD * np.asarray(std)[:, None, None]
+    outside = ((refl < lo) | (refl > hi)) & valid
+    shares["out_of_range"] = float(outside.any(0)[valid.all(0)].mean()) if valid.all(0).any() else 0
+    if shares["nodata"] > NODATA_WARN:
+        log.warning("%s: %.0f %% of the pixels are nodata", path, 100 * shares["nodata"])
+    if shares["saturated"] > SATURATED_WARN:
+        log.warning(
+            "%s: %.1f %% of the pixels are at the data type's limit (saturated or clipped); "
+            "their classes are unreliable",
+            path,
+            100 * shares["saturated"],
+        )
+    if shares["out_of_range"] > RANGE_WARN:
+        log.warning(
+            "%s: %.1f %% of the pixels lie outside the %s model's training range (band mean "
+            "+- %g std); is the input scaled as the training data (reflectance x %g)?",
+            path,
+            100 * shares["out_of_range"],
+            what,
+            RANGE_STD,
+            1 / input_scale,
+        )
+    if context and min(info.width, info.height) < context:
+        log.warning(
+            "%s: %d x %d px, smaller than the %s model's %d px receptive field: the map is "
+            "made mostly from padding",
+            path,
+            info.width,
+            info.height,
+            what,
+            context,
+        )
+    return shares
+
+
+def check_input(path: str | Path, model: Any, what: str) -> dict[str, float]:
+    """:func:`check_grid` and :func:`check_content` for a loaded model (checkpoint or bundle).
+
+    Args:
+        path: the input raster.
+        model: the loaded model (``bands``, ``mean``, ``std``, ``meta``).
+        what: the model's role, for messages.
+
+    Returns:
+        The content shares of :func:`check_content`.
+    """
+    meta = model.meta
+    check_grid(path, meta, what)
+    if meta.get("halo") is not None:  # a classifier: its patch
+        context = 2 * int(meta["halo"]) + 1
+    else:
+        context = int(meta.get("receptive_field") or 0)
+    return check_content(
+        path,
+        list(model.bands),
+        list(model.mean),
+        list(model.std),
+        context,
+        what,
+        float(meta.get("input_scale") or 1e-4),
+    )
+
+
+def training_grid(task: Any, attribute: str) -> dict[str, Any] | None:
+    """The :func:`grid_signature` of the raster a task is trained on, for its checkpoint.
+
+    Args:
+        task: the LightningModule (its trainer's datamodule holds the raster paths).
+        attribute: the datamodule's attribute with the raster path (or a list: the first).
+
+    Returns:
+        The signature, or None outside a fit with such a datamodule.
+    """
+    trainer = getattr(task, "_trainer", None)
+    value = getattr(getattr(trainer, "datamodule", None), attribute, None)
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    try:
+        return grid_signature(value)
+    except Exception:  # a checkpoint is never lost over its optional metadata
+        log.warning("%s: grid not recorded in the checkpoint", value)
+        return None
