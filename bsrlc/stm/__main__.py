@@ -309,6 +309,7 @@ def run_force_tsa(cfg: DictConfig) -> list[str]:
     Args:
         cfg: the config (``scenes``: the TSA output cube; ``name``, ``out_dir``,
             ``force_stm``: the TSA parameter file's STM list for files without band names).
+            The VRTs are always rewritten (they only point at FORCE's files).
 
     Returns:
         The VRT of each period.
@@ -320,7 +321,6 @@ def run_force_tsa(cfg: DictConfig) -> list[str]:
         cfg.out_dir,
         name=cfg.get("name") or "force",
         stm=plain(cfg.get("force_stm")),
-        overwrite=bool(cfg.overwrite),
     )
     return [str(p) for p in vrts.values()]
 

@@ -412,6 +412,17 @@ def _fill_value(dtype: np.dtype, nodata: float | None) -> float:
     return float("nan") if np.dtype(dtype).kind == "f" else 0
 
 
+def _aligned(src: GeoBox, dst: GeoBox) -> bool:
+    """Whether two GeoBoxes share one pixel grid (CRS, pixel size, whole-pixel offset)."""
+    a, b = src.affine, dst.affine
+    if a.b or a.d or b.b or b.d or abs(a.a - b.a) > 1e-9 or abs(a.e - b.e) > 1e-9:
+        return False
+    dx, dy = (b.c - a.c) / a.a, (b.f - a.f) / a.e
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return False
+    return src.crs == dst.crs
+
+
 def warp_array(
     data: np.ndarray,
     src: GeoBox,
@@ -680,8 +691,14 @@ class WarpReader:
         )
         if not invalid.any():
             return warped, None
-        # how far (in source pixels) the kernel reaches from a target pixel's area
-        reach = 0 if rs is Resampling.nearest else math.ceil(_KERNEL_RADIUS[rs.name] / min(scale))
+        # how far (in source pixels) the kernel reaches from a target pixel's area; on the
+        # source's own grid (a FORCE cube on its grid) every kernel sits on a pixel centre with
+        # weight 1 there and 0 on the neighbours, so it reaches nothing
+        reach = (
+            0
+            if rs is Resampling.nearest or _aligned(src, geobox)
+            else math.ceil(_KERNEL_RADIUS[rs.name] / min(scale))
+        )
         key = (str(src.crs), src.affine, src.shape.yx, rows.start, rows.stop, cols.start, cols.stop)
         return warped, _Invalid(key, invalid, src[rows, cols], reach, scale)
 
@@ -825,10 +842,10 @@ class WarpReader:
                 qa &= frac >= self.min_clear_fraction - 1e-4
         return SceneWindow(out, has & qa, names, fills, has, qa)
 
-    def _band_dtype(self, scene: SourceScene, band: str) -> str:
+    def _band_dtype(self, scene: SourceScene, band: str) -> np.dtype:
         ds, _ = self._ds(scene.bands[band])
         i = scene.bidx(band)
-        return ds.dtypes[i - 1] if 1 <= i <= ds.count else ds.dtypes[0]
+        return np.dtype(ds.dtypes[i - 1] if 1 <= i <= ds.count else ds.dtypes[0])
 
     def _mask_groups(self, masks: Sequence[MaskLayer]) -> list[list[MaskLayer]]:
         groups: dict[tuple, list[MaskLayer]] = {}

@@ -128,8 +128,8 @@ def read_items(path: str | Path) -> list[Any]:
         if kind == "Feature":
             return [pystac.Item.from_file(str(path))]
         if kind in ("Catalog", "Collection"):
-            cat = pystac.read_file(str(path))
-            return list(cat.get_items(recursive=True))  # type: ignore[union-attr]
+            cat: Any = pystac.read_file(str(path))
+            return list(cat.get_items(recursive=True))
     except (pystac.STACError, KeyError, ValueError, TypeError, OSError) as err:
         raise InputError(
             f"{path}: not a readable STAC {kind} ({type(err).__name__}: {err}); fix the JSON "
@@ -184,7 +184,7 @@ def _has_proj(fields: Mapping[str, Any]) -> bool:
     return any(fields.get(k) not in (None, "", {}) for k in PROJ_KEYS)
 
 
-def _product(item: Any, qa: Mapping[str, str]) -> str:
+def _product(item: Any, qa: Mapping[str, Any]) -> str:
     platform = str(item.properties.get("platform", "")).lower()
     if "qa_pixel" in qa or platform.startswith("landsat"):
         return "landsat_c2"
