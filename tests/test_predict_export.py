@@ -16,6 +16,7 @@ from bsrlc.errors import InputError
 from bsrlc.export import export_bundle, load_bundle
 from bsrlc.inference.dense import classify_raster
 from bsrlc.inference.loading import load_checkpoint
+from bsrlc.inference.resample import nearest_upsample
 from bsrlc.models.centre_patch import CentrePatchCNN, extract_patches
 from bsrlc.raster import read_category_names
 
@@ -140,7 +141,11 @@ def test_predict_cli_periods_resume_and_bad_input(tmp_path, tiny_stms, checkpoin
         f"out_dir={tmp_path / 'o2'}",
         "pipeline=classify",
     )
-    assert bad.returncode == 0  # the Landsat STM has the bands: it runs (at 30 m)
+    # the Landsat STM has the bands, but 30 m pixels for a model trained on 10 m: refused
+    assert (
+        bad.returncode == 2
+        and "30 metre pixels, the classification model was trained on 10" in (bad.stderr)
+    ), bad.stderr
     with rasterio.open(
         tmp_path / "nocrs.tif", "w", driver="GTiff", width=8, height=8, count=1, dtype="int16"
     ) as dst:
@@ -279,8 +284,9 @@ def test_predict_hmm_over_periods_and_bad_priors(tmp_path, tiny_stms, checkpoint
     inputs = tmp_path / "in"
     inputs.mkdir()
     years = ("2001", "2007", "2013", "2019")
-    for y in years:
-        (inputs / f"landsat_{y}.tif").symlink_to(tiny_stms["landsat"][y])
+    bands = load_checkpoint(cls).bands
+    for y in years:  # Landsat on the 10 m grid the classifier was trained on
+        nearest_upsample(tiny_stms["landsat"][y], inputs / f"landsat_{y}.tif", bands, 3)
     out = tmp_path / "out"
     res = _predict(f"model={cls}", f"input={inputs}", f"out_dir={out}", "temporal.mode=hmm")
     assert res.returncode == 0, res.stderr

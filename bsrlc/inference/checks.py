@@ -145,8 +145,15 @@ def check_content(
     idx = band_indices(info, bands)
     step = max(1, int(np.ceil(max(info.width, info.height) / SAMPLE_EDGE)))
     shape = (len(idx), max(1, info.height // step), max(1, info.width // step))
-    with open_raster(path) as src:
-        data = src.read(idx, out_shape=shape, resampling=Resampling.nearest)  # values as stored
+    try:
+        with open_raster(path) as src:
+            data = src.read(idx, out_shape=shape, resampling=Resampling.nearest)  # as stored
+    except Exception as err:  # GDAL's read errors come in several classes (CPLE_*, IOError)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(
+            f"{path}: cannot read its pixels ({reason}); the file is corrupt or truncated, "
+            "re-create it"
+        ) from None
     valid = np.ones(data.shape, bool) if info.nodata is None else data != info.nodata
     valid &= np.isfinite(data) if data.dtype.kind == "f" else True
     if not valid.any():
