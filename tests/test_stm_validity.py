@@ -471,3 +471,10 @@ def test_cli_keeps_period_labels_as_strings(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [str(out / "landsat_2008_2013.tif")]
+
+
+def test_source_names_of_the_cli_match_the_products():
+    from bsrlc.stm.__main__ import SOURCES
+    from bsrlc.stm.sources import PRODUCTS
+
+    assert set(PRODUCTS) <= set(SOURCES)

@@ -31,21 +31,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from bsrlc.cli import hydra_entry
 from bsrlc.config import conf_dir, plain
-from bsrlc.errors import ConfigError, exit_on_user_error
-from bsrlc.stm.archive import detect_source, ingest_folder
-from bsrlc.stm.compose import (
-    SensorConfig,
-    composite,
-    composite_periods,
-    discover_scenes,
-    parse_date,
-)
-from bsrlc.stm.grid import DEFAULT_ORIGIN, TargetGrid
-from bsrlc.stm.sources import PRODUCTS
+from bsrlc.errors import ConfigError
+
+# The compositing modules (numba, rasterio, odc-geo) are imported where they are used, so that
+# `python -m bsrlc.stm --help` answers at once.
 
 log = logging.getLogger("bsrlc.stm")
 
@@ -127,6 +120,14 @@ def run(cfg: DictConfig) -> list[str]:
         ConfigError: for missing scenes, bad sensor settings, no label for a single window, or
             a label that YAML turned into a number (see :func:`period_label`).
     """
+    from bsrlc.stm.compose import (
+        SensorConfig,
+        composite,
+        composite_periods,
+        discover_scenes,
+        parse_date,
+    )
+
     if cfg.get("stac"):
         if cfg.get("source") not in (None, "", "stac", "auto"):
             raise ConfigError(
@@ -186,6 +187,8 @@ def run(cfg: DictConfig) -> list[str]:
 
 def _periods(cfg: DictConfig) -> dict[str, list[Any]]:
     """Label -> [start, end]: ``periods``, or the one window of ``start``, ``end``, ``label``."""
+    from bsrlc.stm.compose import parse_date
+
     typed = typed_numbers()
     if cfg.get("periods"):
         return {period_label(k, "periods", typed): list(v) for k, v in plain(cfg.periods).items()}
@@ -200,8 +203,15 @@ def _periods(cfg: DictConfig) -> dict[str, list[Any]]:
     return {period_label(label, "label", typed): [cfg.get("start"), cfg.get("end")]}
 
 
-SOURCES = (*PRODUCTS, "stac", "force", "force_tsa", "auto")
-"""Values of ``source=``."""
+SOURCES = (
+    "landsat_c2",
+    "sentinel2_l2a",
+    "stac",
+    "force",
+    "force_tsa",
+    "auto",
+)
+"""Values of ``source=``: :data:`bsrlc.stm.sources.PRODUCTS` and the other kinds."""
 
 
 def run_archive(cfg: DictConfig, source: str | None = None, scenes: str | None = None) -> list[str]:
@@ -218,6 +228,9 @@ def run_archive(cfg: DictConfig, source: str | None = None, scenes: str | None =
     Raises:
         ConfigError: for an unknown source, a bands mapping or bad grid settings.
     """
+    from bsrlc.stm.archive import detect_source, ingest_folder
+    from bsrlc.stm.grid import DEFAULT_ORIGIN, TargetGrid
+
     source = str(source or cfg.source)
     if source not in SOURCES:
         raise ConfigError(
@@ -325,8 +338,7 @@ def run_force_tsa(cfg: DictConfig) -> list[str]:
     return [str(p) for p in vrts.values()]
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="stm")
-@exit_on_user_error
+@hydra_entry(config_path=conf_dir(), config_name="stm")
 def main(cfg: DictConfig) -> None:
     """Entry point: prints the output paths, one a line.
 
