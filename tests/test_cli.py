@@ -25,6 +25,7 @@ ENTRIES = {
     "predict": ["predict.py"],
     "export": ["-m", "bsrlc.export"],
     "demo_world": ["-m", "bsrlc.data.demo"],
+    "stm": ["-m", "bsrlc.stm"],
 }
 
 
@@ -59,6 +60,7 @@ def _imported(stderr: str) -> set[str]:
         ("predict", ["trainer"], ["experiment", "sensor", "model"]),
         ("export", ["paths"], ["sensor", "experiment", "trainer", "model"]),
         ("demo_world", ["paths"], ["sensor", "experiment", "trainer", "model"]),
+        ("stm", ["paths", "sensor"], ["experiment", "trainer", "model", "legend"]),
     ],
 )
 def test_help_lists_the_entry_points_own_groups_without_importing_torch(entry, own, foreign):
@@ -97,6 +99,7 @@ def test_train_help_lists_debug_anomaly_and_its_header():
         ("predict", "temporal.mod=hmm", "did you mean temporal.mode?"),
         ("export", "checkpint=a.ckpt", "did you mean checkpoint?"),
         ("demo_world", "sise=tiny", "did you mean size?"),
+        ("stm", "sensor=landsat_c3", "did you mean landsat_c2?"),
     ],
 )
 def test_a_typo_gets_one_line_with_the_closest_names_and_exit_2(entry, override, expect):
