@@ -9,7 +9,10 @@
    estimate areas with confidence intervals, and summarise change;
 6. write ``report.md``, ``metrics.json``, figures, COG maps and a change GIF.
 
-Steps whose outputs exist are skipped (``--force`` reruns everything).
+Steps whose outputs exist are skipped (``--force`` reruns everything). ``stage=NAME`` stops
+after one stage (``world``, ``stm``, ``sr``, ``classify``, ``maps`` or ``report``, the default),
+running the stages before it that have not run yet, e.g. ``python -m bsrlc.demo stage=stm``
+to get the world and its STMs for your own experiments.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import rasterio
 
 from bsrlc.data.demo import DemoWorld, generate
-from bsrlc.errors import exit_on_user_error
+from bsrlc.errors import ConfigError, exit_on_user_error
 from bsrlc.stm import SensorConfig, composite_periods, discover_scenes
 
 log = logging.getLogger("bsrlc.demo")
@@ -149,8 +152,16 @@ def _rgb(path: Path, window: tuple[slice, slice] | None = None) -> np.ndarray:
     return (np.clip(arr / 0.25, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8)
 
 
+STAGES = ("world", "stm", "sr", "classify", "maps", "report")
+
+
 def run(
-    size: str, data_dir: Path, out_dir: Path, force: bool = False, progress: bool = True
+    size: str,
+    data_dir: Path,
+    out_dir: Path,
+    force: bool = False,
+    progress: bool = True,
+    stage: str = "report",
 ) -> dict[str, Any]:
     """Run the demo workflow.
 
@@ -160,10 +171,27 @@ def run(
         out_dir: where the report and outputs go (``outputs/demo``).
         force: redo every step.
         progress: show progress bars.
+        stage: the last stage to run (one of :data:`STAGES`).
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (after ``report``), else ``{"stage": stage}``.
+
+    Raises:
+        ConfigError: for an unknown stage.
     """
+    if stage not in STAGES:
+        from bsrlc.cli import _did_you_mean
+
+        raise ConfigError(
+            f"stage={stage}: unknown; {_did_you_mean(stage, list(STAGES))}(stages: "
+            f"{', '.join(STAGES)})"
+        )
+
+    def stop(name: str) -> bool:
+        if name == stage:
+            log.info("stage %s done (%.0f s); stopping as asked", name, time.perf_counter() - t0)
+        return name == stage
+
     import torch
 
     from bsrlc.data.legend import Legend
@@ -175,9 +203,14 @@ def run(
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
+    t0 = t_start
     world = generate(size, data_dir / size)
+    if stop("world"):
+        return {"stage": stage}
     stms = build_stms(world, progress=progress)
     timings["world_and_stms_s"] = time.perf_counter() - t_start
+    if stop("stm"):
+        return {"stage": stage}
     years = [str(y) for y in world.spec.periods]
     latest, early = years[-1], years[1]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +268,8 @@ def run(
         if force or not nn_feats[y].exists():
             nearest_upsample(stms["landsat"][y], nn_feats[y], sr.bands, scale)
     timings["sr_inference_s"] = time.perf_counter() - t0
+    if stop("sr"):
+        return {"stage": stage}
 
     # 4. Classifiers on each input (latest period's points).
     t0 = time.perf_counter()
@@ -277,6 +312,8 @@ def run(
         cls_ckpts[name] = train_run(exp, over, runs / f"classify_{name}", force)
         cls_configs[name] = (exp, over)
     timings["classify_train_s"] = time.perf_counter() - t0
+    if stop("classify"):
+        return {"stage": stage}
 
     # 5. Maps and evaluation.
     t0 = time.perf_counter()
@@ -338,6 +375,8 @@ def run(
                         k: res[k] for k in ("oa", "macro_f1", "kappa", "f1", "n", "confusion")
                     }
     timings["maps_s"] = time.perf_counter() - t0
+    if stop("maps"):
+        return {"stage": stage}
 
     # Wall-to-wall accuracy: every map against the truth, in the held-out block and everywhere.
     r0, c0, r1, c1 = world.test_block_10m
@@ -921,10 +960,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out-dir", default=None, type=Path, help="default: outputs/<size>")
     ap.add_argument("--force", action="store_true", help="redo every step")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stage", default="report", help=f"stop after this stage: {', '.join(STAGES)}")
+    ap.add_argument("options", nargs="*", help="stage=NAME (the same as --stage NAME)")
     args = ap.parse_args(argv)
+    stage = args.stage
+    for option in args.options:
+        key, _, value = option.partition("=")
+        if key != "stage" or not value:
+            raise ConfigError(f"{option}: unknown option; use stage=NAME ({', '.join(STAGES)})")
+        stage = value
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     out = args.out_dir or Path("outputs") / args.size
-    run(args.size, args.data_dir, out, force=args.force, progress=not args.no_progress)
+    run(args.size, args.data_dir, out, force=args.force, progress=not args.no_progress, stage=stage)
 
 
 if __name__ == "__main__":

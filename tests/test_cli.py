@@ -177,3 +177,21 @@ def test_the_check_stays_out_of_a_running_hydra():
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         assert precheck(conf_dir(), "train", ["trainer.max_epoch=3"]) is None
+
+
+def test_demo_runs_up_to_a_stage_and_names_the_stages(tmp_path):
+    demo = [sys.executable, "-m", "bsrlc.demo", "--size", "tiny", "--no-progress"]
+    dirs = ["--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out")]
+    res = subprocess.run([*demo, *dirs, "stage=stm"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "data" / "tiny" / "stm").glob("*.tif")) == [
+        "landsat_2001.tif",
+        "landsat_2007.tif",
+        "landsat_2013.tif",
+        "landsat_2019.tif",
+        "sentinel2_2019.tif",
+    ]
+    assert not (tmp_path / "out" / "runs").exists()  # nothing after the STMs
+    bad = subprocess.run([*demo, *dirs, "stage=clasify"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "did you mean classify?" in bad.stderr
