@@ -41,7 +41,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from bsrlc.errors import InputError
+from bsrlc.errors import InputError, missing_file_fix
 
 GDAL_COG_OPTIONS: dict[str, Any] = {
     "driver": "COG",
@@ -128,7 +128,8 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     """
     path = resolve_raster(path)
     if not path.exists():
-        raise InputError(f"{path}: file not found; check the path in your config or command line")
+        fix = missing_file_fix(path, "check the path in your config or command line")
+        raise InputError(f"{path}: file not found; {fix}")
     try:
         with warnings.catch_warnings():
             # a missing CRS/transform is reported by raster_info with its fix, not as a warning

@@ -195,3 +195,10 @@ def test_demo_runs_up_to_a_stage_and_names_the_stages(tmp_path):
     bad = subprocess.run([*demo, *dirs, "stage=clasify"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "did you mean classify?" in bad.stderr
+
+
+def test_a_missing_demo_file_names_the_command_that_makes_it(tmp_path):
+    res = _run("train", "experiment=classify_demo", f"paths.data_dir={tmp_path / 'data'}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stderr.strip()
+    assert "\n" not in line and "not found; make it with: python -m bsrlc.demo stage=" in line

@@ -32,7 +32,7 @@ from pyproj.exceptions import CRSError
 from rasterio.transform import rowcol
 
 from bsrlc.data.legend import Legend, RemapCounts
-from bsrlc.errors import InputError
+from bsrlc.errors import InputError, missing_file_fix
 from bsrlc.raster import RasterInfo
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,8 @@ def read_points(
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: reference points not found; fix the points path in the config")
+        fix = missing_file_fix(path, "fix the points path in the config")
+        raise InputError(f"{path}: reference points not found; {fix}")
     if path.suffix.lower() == ".csv":
         gdf = _read_csv(path, crs, x_column, y_column, crs_column)
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.features import geometry_mask
 
-from bsrlc.errors import ConfigError, InputError
+from bsrlc.errors import ConfigError, InputError, missing_file_fix
 from bsrlc.raster import RasterInfo
 
 RegionSpec = str | Path | Sequence[float] | None
@@ -39,7 +39,8 @@ def region_mask(spec: RegionSpec, info: RasterInfo, what: str = "region") -> np.
 
         path = Path(spec)
         if not path.exists():
-            raise InputError(f"{path}: {what} file not found; fix the path in the data config")
+            fix = missing_file_fix(path, "fix the path in the data config")
+            raise InputError(f"{path}: {what} file not found; {fix}")
         gdf = gpd.read_file(path)
         if gdf.crs is None:
             raise InputError(f"{path}: {what} has no CRS; save it with one (e.g. EPSG:3035)")
