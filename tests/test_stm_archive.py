@@ -252,11 +252,11 @@ def test_tiles_vrt_tags_and_scaling(worlds, ingested):
     scaling, nodata, GDAL scale/offset and descriptions as the same-grid STM files."""
     vrt, _ = ingested["one"]
     assert vrt.name == "landsat_2020.vrt"
-    tiles = sorted((vrt.parent / "2020").glob("*.tif"))
+    tiles = sorted((vrt.parent / "landsat_2020").glob("*.tif"))
     assert [t.name for t in tiles] == [
         f"X{x:04d}_Y{y:04d}.tif" for x in (325, 326) for y in (278, 279)
     ]
-    assert not [p for p in (vrt.parent / "2020").iterdir() if p.suffix != ".tif"]
+    assert not [p for p in (vrt.parent / "landsat_2020").iterdir() if p.suffix != ".tif"]
     with rasterio.open(vrt) as mosaic:
         assert mosaic.count == 31 and mosaic.crs.to_epsg() == 3035 and mosaic.res == (30, 30)
         assert mosaic.scales == (1e-4,) * 30 + (1.0,) and mosaic.offsets == (0.0,) * 31
@@ -317,7 +317,7 @@ def test_real_landsat8_scene_median_is_rasterio_warp_of_the_band(tmp_path):
         progress=False,
     )
     assert vrts["2016"].name == "stm_2016.vrt"
-    with rasterio.open(tmp_path / "2016" / f"{tile.id}.tif") as src:
+    with rasterio.open(tmp_path / "stm_2016" / f"{tile.id}.tif") as src:
         got = src.read()
         assert src.descriptions == ("RED_MIN", "RED_P50", "NIR_MIN", "NIR_P50", "CLEAR_COUNT")
     clear = got[-1] == 1
@@ -424,23 +424,23 @@ def test_rerun_computes_only_missing_tiles(worlds, tmp_path, caplog):
     kw = {"grid": GRID, "metrics": ["p50"], "progress": False}
     kw["tiles"] = ["X0325_Y0278", "X0326_Y0278", "X0326_Y0279"]
     ingest_folder(src, tmp_path, PERIODS, **kw)
-    before = _mtimes(tmp_path / "2020")
+    before = _mtimes(tmp_path / "landsat_2020")
     assert len(before) == 3
-    with rasterio.open(tmp_path / "2020" / "X0326_Y0278.tif") as f:
+    with rasterio.open(tmp_path / "landsat_2020" / "X0326_Y0278.tif") as f:
         first = f.read()
-    (tmp_path / "2020" / "X0326_Y0278.tif").unlink()
+    (tmp_path / "landsat_2020" / "X0326_Y0278.tif").unlink()
     time.sleep(0.01)
     with caplog.at_level("INFO", logger="bsrlc.stm.archive"):
         ingest_folder(src, tmp_path, PERIODS, **kw)
     assert "1 to compute, 2 finished before (kept)" in caplog.text
-    after = _mtimes(tmp_path / "2020")
+    after = _mtimes(tmp_path / "landsat_2020")
     assert after.keys() == before.keys()
     changed = [k for k in after if after[k] != before[k]]
     assert changed == ["X0326_Y0278.tif"]
-    with rasterio.open(tmp_path / "2020" / "X0326_Y0278.tif") as f:
+    with rasterio.open(tmp_path / "landsat_2020" / "X0326_Y0278.tif") as f:
         np.testing.assert_array_equal(f.read(), first)
     ingest_folder(src, tmp_path, PERIODS, **{**kw, "tiles": ["X0325_Y0278"]}, overwrite=True)
-    again = _mtimes(tmp_path / "2020")
+    again = _mtimes(tmp_path / "landsat_2020")
     assert [k for k in again if again[k] != after[k]] == ["X0325_Y0278.tif"]
 
 
@@ -461,11 +461,11 @@ def test_a_failing_tile_leaves_no_partial_file(worlds, tmp_path, monkeypatch):
     kw["tiles"] = ["X0325_Y0278", "X0326_Y0278"]
     with pytest.raises(MemoryError):
         ingest_folder(worlds["root"] / "one_zone", tmp_path, PERIODS, **kw)
-    assert sorted(p.name for p in (tmp_path / "2020").iterdir()) == ["X0325_Y0278.tif"]
+    assert sorted(p.name for p in (tmp_path / "landsat_2020").iterdir()) == ["X0325_Y0278.tif"]
     monkeypatch.setattr(archive, "compute_stm_int16", real)
     ingest_folder(worlds["root"] / "one_zone", tmp_path, PERIODS, **kw)
-    assert len(_mtimes(tmp_path / "2020")) == 2
-    assert not [p for p in (tmp_path / "2020").iterdir() if p.suffix != ".tif"]
+    assert len(_mtimes(tmp_path / "landsat_2020")) == 2
+    assert not [p for p in (tmp_path / "landsat_2020").iterdir() if p.suffix != ".tif"]
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -499,7 +499,7 @@ def test_bad_scenes_fail_in_one_line_or_are_skipped(worlds, tmp_path, caplog):
     with caplog.at_level("INFO", logger="bsrlc.stm.archive"):
         ingest_folder(root, out, PERIODS, on_error="skip", **kw)
     assert "1 bad" in caplog.text
-    with rasterio.open(out / "2020" / "X0326_Y0278.tif") as src:
+    with rasterio.open(out / "landsat_2020" / "X0326_Y0278.tif") as src:
         assert src.tags()["N_SCENES"] == "2"
     # a truncated band file: found while reading, the tile is not written
     nocrs.write_bytes(good)
@@ -561,7 +561,7 @@ def test_dates_outside_periods_and_scenes_outside_the_area(worlds, tmp_path):
 
 def test_write_vrt_refuses_tiles_of_another_grid(worlds, ingested, tmp_path):
     vrt, _ = ingested["one"]
-    tiles = sorted((vrt.parent / "2020").glob("*.tif"))
+    tiles = sorted((vrt.parent / "landsat_2020").glob("*.tif"))
     stray = tmp_path / "stray.tif"
     _write(
         stray,
@@ -603,7 +603,7 @@ def test_cli_tiled_ingest_and_rerun(worlds, tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [str(out / "landsat_2020_2021.vrt")]
     assert "1 to compute, 0 finished before" in res.stderr
-    with rasterio.open(out / "2020_2021" / "X0326_Y0278.tif") as src:
+    with rasterio.open(out / "landsat_2020_2021" / "X0326_Y0278.tif") as src:
         assert src.descriptions[-2:] == ("NDVI_P50", "CLEAR_COUNT") and src.count == 8
     res = _cli(*args[:-2], "source=force_cube", f"out_dir={out}")
     err = res.stderr.strip()
@@ -626,7 +626,7 @@ def test_dask_cluster_gives_the_same_tiles(worlds, ingested, tmp_path):
             tiles=["X0326_Y0278", "X0326_Y0279"],
             dask_address=cluster.scheduler_address,
         )
-    local = ingested["one"][0].parent / "2020"
+    local = ingested["one"][0].parent / "landsat_2020"
     for name in ("X0326_Y0278.tif", "X0326_Y0279.tif"):
-        with rasterio.open(tmp_path / "2020" / name) as a, rasterio.open(local / name) as b:
+        with rasterio.open(tmp_path / "landsat_2020" / name) as a, rasterio.open(local / name) as b:
             np.testing.assert_array_equal(a.read(), b.read())

@@ -143,7 +143,7 @@ def test_force_cube_stms_on_the_cube_grid_are_numpy_stms(cube, tmp_path):
     )  # fmt: skip
     assert vrts["2019"].name == "force_2019.vrt"
     for tid, (boa, clear) in truth.items():
-        with rasterio.open(tmp_path / "2019" / f"{tid}.tif") as src:
+        with rasterio.open(tmp_path / "force_2019" / f"{tid}.tif") as src:
             got = src.read()
             assert src.descriptions[:3] == ("BLU_MIN", "BLU_P50", "BLU_MAX")
             assert src.transform.c == ORIGIN[0] + int(tid[1:5]) * TILE and src.shape == (N, N)
@@ -276,7 +276,7 @@ def test_cli_force_and_force_tsa(cube, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [str(out / "force_2019.vrt")]
-    assert sorted(p.name for p in (out / "2019").glob("*.tif")) == [
+    assert sorted(p.name for p in (out / "force_2019").glob("*.tif")) == [
         "X0000_Y0000.tif",
         "X0001_Y0000.tif",
     ]

@@ -142,8 +142,8 @@ def test_stac_ingest_equals_landsat_c2_ingest(stac_world, tmp_path):
         stac_world["root"] / "c2", tmp_path / "c2", PERIODS, source="landsat_c2", **kw
     )
     assert a["2020"].name == "landsat_2020.vrt"
-    tiles_a = sorted((tmp_path / "stac" / "2020").glob("*.tif"))
-    tiles_b = sorted((tmp_path / "c2" / "2020").glob("*.tif"))
+    tiles_a = sorted((tmp_path / "stac" / "landsat_2020").glob("*.tif"))
+    tiles_b = sorted((tmp_path / "c2" / "landsat_2020").glob("*.tif"))
     assert [p.name for p in tiles_a] == [p.name for p in tiles_b] and len(tiles_a) == 2
     covered = overlap = 0
     for pa, pb in zip(tiles_a, tiles_b, strict=True):
@@ -255,5 +255,5 @@ def test_cli_stac(stac_world, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [str(out / "landsat_2020.vrt")]
-    with rasterio.open(out / "2020" / "X0326_Y0278.tif") as src:
+    with rasterio.open(out / "landsat_2020" / "X0326_Y0278.tif") as src:
         assert src.descriptions[0] == "BLU_P50" and src.count == 7

@@ -15,7 +15,9 @@ copied to disk; a reader thread warps window k+1 while the kernel reduces window
 Outputs (the band layout, int16 scaling, CLEAR_COUNT, GDAL scale/offset and descriptions of
 the same-grid STM files):
 
-- ``{out_dir}/{label}/X####_Y####.tif``: one COG per tile and period, written atomically (a
+- ``{out_dir}/{name}_{label}/X####_Y####.tif``: one COG per tile and period (the folder named
+  like the VRT, so products and resolutions written to one ``out_dir`` never share tiles),
+  written atomically (a
   temporary file renamed when complete, so a killed or failed tile leaves no ``.tif``);
 - ``{out_dir}/{name}_{label}.vrt``: one VRT mosaic per period over its tiles (relative paths).
 
@@ -388,7 +390,8 @@ def plan_archive(
             if not idx_t:
                 counts["empty"] += 1
                 continue
-            tasks.append(TileTask(t.id, label, idx_t, out_dir / label / f"{t.id}.tif"))
+            folder = out_dir / f"{name}_{label}"
+            tasks.append(TileTask(t.id, label, idx_t, folder / f"{t.id}.tif"))
     plan = ArchivePlan(
         kept,
         grid,
@@ -890,7 +893,7 @@ def ingest(
         on_error,
     )
     counts["bad"] += len(skipped)
-    removed = _clean_partials([out_dir / label for label in plan.periods])
+    removed = _clean_partials([out_dir / f"{plan.name}_{label}" for label in plan.periods])
     if removed:
         log.info("removed %d temporary files of an interrupted run", removed)
     todo = [t for t in tasks if overwrite or not t.path.exists()]
