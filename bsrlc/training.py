@@ -27,6 +27,14 @@ from omegaconf import DictConfig, OmegaConf
 from bsrlc.checkpoints import check_checkpoint
 from bsrlc.console import quiet_lightning
 from bsrlc.errors import ConfigError
+from bsrlc.resume import (
+    ResumeState,
+    continue_in,
+    restore_csv,
+    resume_target,
+    run_fingerprint,
+    write_fingerprint,
+)
 from bsrlc.tracking import git_commit, register_resolvers
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,12 @@ def safe_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
     """
     path = resolve_ckpt_path(ckpt_path, cfg)
     return check_checkpoint(path) if path else None
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _scalar(value: Any) -> float | int | str | None:
@@ -164,10 +178,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     log.info("datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = _build(cfg.data, _recursive_=False)
+    files = getattr(datamodule, "data_files", None)
+    fingerprint = run_fingerprint(cfg, files() if callable(files) else None)
+    ckpt_path, resume_state = None, None
+    if cfg.get("train"):
+        # ckpt_path=last: the newest run with this config and data; the run goes on in the
+        # interrupted run's folder and logger versions
+        ckpt_path, resume_state = resume_target(cfg, fingerprint)
+        if ckpt_path and resume_state is not None:
+            continue_in(cfg, ckpt_path, resume_state)
+        if _is_rank_zero():
+            write_fingerprint(cfg.paths.output_dir, fingerprint)
     log.info("model <%s>", cfg.model._target_)
     model: L.LightningModule = _build(cfg.model, _recursive_=False)
     callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
-    ckpt_path = safe_ckpt_path(cfg.ckpt_path, cfg) if cfg.get("train") else None
+    callbacks.append(ResumeState(fingerprint))
     test_ckpt = None if cfg.get("train") else safe_ckpt_path(cfg.ckpt_path, cfg)
     if cfg.get("test") and not cfg.get("train") and test_ckpt is None:
         raise ConfigError(
@@ -175,6 +200,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     _reuse_wandb_id(cfg, ckpt_path)
     loggers: list[Logger] = instantiate_list(cfg.get("logger"), "logger")
+    if resume_state is not None and _is_rank_zero():
+        restore_csv(loggers, resume_state)
     _remember_wandb_id(cfg, loggers)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_hyperparameters(cfg, model, datamodule, loggers)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from rasterio.windows import Window
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from bsrlc.errors import InputError
@@ -200,3 +203,172 @@ def check_region_size(info: RasterInfo, shape: tuple[int, int], size: int, what:
             f"{info.path}: the {what} region ({shape[0]}x{shape[1]} px) is smaller than one "
             f"{size}x{size} patch; enlarge the region or reduce the patch size"
         )
+
+
+class EpochSampler(Sampler):
+    """Training draws fixed by ``(seed, epoch)`` alone, so that a resumed run draws the same.
+
+    Each epoch's order (a permutation, or weighted draws with replacement) comes from a
+    generator seeded with ``(seed, epoch)``, not from the global RNG, so it does not depend on
+    what ran before (a validation pass, a restart). Every key it yields is
+    ``(index, epoch, position)``: datasets derive per-sample randomness (augmentations, random
+    patch corners) from it, so a sample is the same whichever process or DataLoader worker reads
+    it. ``start`` skips the first positions of an epoch (a run resumed mid-epoch).
+
+    Args:
+        n: the dataset's length.
+        seed: the base seed.
+        shuffle: a random permutation per epoch (else ``0..n-1`` in order).
+        weights: per-index weights: draw ``n`` indices with replacement (balanced batches).
+    """
+
+    def __init__(
+        self, n: int, seed: int, shuffle: bool = True, weights: Sequence[float] | None = None
+    ) -> None:
+        self.n, self.seed, self.shuffle = n, int(seed), shuffle
+        self.weights = None if weights is None else np.asarray(weights, np.float64)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose draws come next (Lightning calls this before each epoch).
+
+        Args:
+            epoch: the epoch.
+        """
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The indices of one epoch, in the order they are drawn.
+
+        Args:
+            epoch: the epoch.
+
+        Returns:
+            (n,) int array.
+        """
+        rng = np.random.default_rng([self.seed, epoch, 0x5A3])
+        if self.weights is not None:
+            p = self.weights / self.weights.sum()
+            return rng.choice(self.n, size=self.n, replace=True, p=p)
+        return rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        """Keys ``(index, epoch, position)`` from position ``start`` on."""
+        epoch, start = self.epoch, self.start
+        self.start = 0  # a skip applies to one pass only
+        order = self.order(epoch)
+        for pos in range(start, self.n):
+            yield int(order[pos]), epoch, pos
+
+
+def sample_rng(seed: int, key: tuple[int, int, int] | int) -> np.random.Generator:
+    """The generator of one sample's randomness, from the sampler's key.
+
+    Args:
+        seed: the base seed.
+        key: an :class:`EpochSampler` key ``(index, epoch, position)``, or a plain index.
+
+    Returns:
+        A generator that depends on the seed and the key only.
+    """
+    parts = list(key) if isinstance(key, tuple) else [int(key)]
+    return np.random.default_rng([int(seed), 0xA11, *parts])
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader that Lightning can checkpoint and resume mid-epoch.
+
+    Lightning saves ``state_dict()`` of the training loader with each checkpoint and hands it
+    back to ``load_state_dict()`` before iterating again after a restart. The state is the
+    epoch and the number of batches handed out in it; the next pass then skips those (the
+    sampler's ``start``), so a run resumed after batch k of an epoch continues with batch k + 1
+    of the same order. The sampler must be an :class:`EpochSampler`. Lightning's fetcher asks for
+    a batch only when it trains on it (the length is known, so it does not prefetch), so the
+    count is the number of batches trained on.
+
+    Args:
+        dataset: the dataset.
+        sampler: the epoch sampler.
+        batch_size: samples per batch.
+        drop_last: drop a last, short batch.
+        num_workers: DataLoader worker processes.
+        seed: seeds the loader's own generator (worker base seeds), so iterating it never
+            draws from the global RNG that the model's dropout uses.
+        kwargs: other DataLoader arguments.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        sampler: EpochSampler,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            **kwargs,
+        )
+        self._yielded = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        """Batches of the sampler's current epoch, after any batches skipped on resume."""
+        sampler: EpochSampler = self.sampler  # type: ignore[assignment]
+        self._yielded = sampler.start // self.batch_size if self.batch_size else 0
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this epoch's pass stands.
+
+        Returns:
+            ``{"epoch", "batches"}``.
+        """
+        sampler: EpochSampler = self.sampler  # type: ignore[assignment]
+        return {"epoch": sampler.epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue an interrupted pass: the next iteration skips the batches already trained.
+
+        Args:
+            state: from :meth:`state_dict`.
+        """
+        sampler: EpochSampler = self.sampler  # type: ignore[assignment]
+        sampler.set_epoch(int(state.get("epoch", 0)))
+        sampler.start = int(state.get("batches", 0)) * int(self.batch_size or 1)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+    """A validation / test DataLoader in dataset order with its own generator.
+
+    The generator only seeds worker processes; giving the loader its own keeps iterating it
+    from drawing on the global RNG, so validating does not change the training that follows.
+
+    Args:
+        dataset: the dataset.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        seed: the generator's seed.
+
+    Returns:
+        The loader.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(int(seed)),
+    )

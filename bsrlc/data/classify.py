@@ -23,11 +23,18 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GeoSampler
 
-from bsrlc.data.chips import RasterCache, default_cache_dir
+from bsrlc.data.chips import (
+    EpochSampler,
+    RasterCache,
+    ResumableLoader,
+    default_cache_dir,
+    eval_loader,
+    sample_rng,
+)
 from bsrlc.data.legend import Legend
 from bsrlc.data.points import (
     LEGEND_COUNTS,
@@ -141,6 +148,40 @@ class PointPatches(Dataset):
         if self.augment:
             x = dihedral(x, int(torch.randint(8, ())))
         return {"image": x, "label": torch.tensor(int(self.labels[idx]))}
+
+
+class Augmented(Dataset):
+    """Training patches with flips and quarter turns drawn from the sampler's key.
+
+    The transform of each sample follows from ``(seed, epoch, position)``
+    (:func:`~bsrlc.data.chips.sample_rng`), never from the global or a worker's RNG, so a run
+    resumed from a checkpoint, or read with any number of DataLoader workers, sees the same
+    patches as an uninterrupted one.
+
+    Args:
+        base: the patches (without their own augmentation).
+        seed: the base seed.
+        augment: draw a transform per sample (else the patches as they are).
+    """
+
+    def __init__(self, base: Dataset, seed: int, augment: bool) -> None:
+        self.base, self.seed, self.augment = base, int(seed), augment
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        """The per-raster parts of the base (a ``ConcatDataset``)."""
+        return list(getattr(self.base, "datasets", [self.base]))
+
+    def __getitem__(self, key: tuple[int, int, int] | int) -> dict[str, torch.Tensor]:
+        idx = key[0] if isinstance(key, tuple) else int(key)
+        item = self.base[idx]
+        if self.augment:
+            k = int(sample_rng(self.seed, key).integers(8))
+            item["image"] = dihedral(item["image"], k)
+        return item
 
 
 @dataclass
@@ -505,7 +546,7 @@ class PointPatchDataModule(L.LightningDataModule):
                         self.patch_size,
                         mean,
                         std,
-                        augment=self.augment and name == "train",
+                        augment=False,  # training draws its transforms from the sampler's key
                         fill_nodata=self.nodata_points == "fill",
                     )
                     for s, m in parts
@@ -513,22 +554,31 @@ class PointPatchDataModule(L.LightningDataModule):
             )
             for name, parts in splits.items()
         }
+        self._datasets["train"] = Augmented(self._datasets["train"], self.seed, self.augment)
 
     def _loader(self, name: str) -> DataLoader:
+        """The split's loader; training order and augmentation follow from (seed, epoch) only.
+
+        A class-balanced sampler (``balance=sampler``) draws with replacement by class weight,
+        else training is a permutation per epoch; either is an
+        :class:`~bsrlc.data.chips.EpochSampler`, so a resumed run draws the same batches.
+        """
         if not self._datasets:
             raise ConfigError("PointPatchDataModule.setup() must run before the dataloaders")
         ds = self._datasets[name]
-        sampler = None
-        if name == "train" and self.balance == "sampler":
+        if name != "train":
+            return eval_loader(ds, self.batch_size, self.num_workers, self.seed)
+        weights = None
+        if self.balance == "sampler":
             weights = np.asarray(self.class_weights)[self._train_labels]
-            sampler = WeightedRandomSampler(torch.as_tensor(weights), len(ds), replacement=True)
-        return DataLoader(
+        sampler = EpochSampler(len(ds), self.seed, shuffle=True, weights=weights)  # type: ignore[arg-type]
+        return ResumableLoader(
             ds,
+            sampler,
             batch_size=self.batch_size,
-            shuffle=name == "train" and sampler is None,
-            sampler=sampler,
             num_workers=self.num_workers,
             drop_last=False,
+            seed=self.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -23,7 +23,15 @@ import torch
 from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset
 
-from bsrlc.data.chips import RasterCache, check_region_size, default_cache_dir, valid_corners
+from bsrlc.data.chips import (
+    EpochSampler,
+    RasterCache,
+    ResumableLoader,
+    check_region_size,
+    default_cache_dir,
+    eval_loader,
+    valid_corners,
+)
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.raster import (
@@ -90,17 +98,20 @@ class PairedPatches(Dataset):
     def __len__(self) -> int:
         return self.length if self.length is not None else len(self.corners)
 
-    def _pick(self, idx: int) -> tuple[int, int, int]:
+    def _pick(self, idx: int, epoch: int) -> tuple[int, int, int]:
         if self.length is None:
             r, c = self.corners[idx]
             return int(r), int(c), 0
         # Deterministic per (seed, epoch, index): reproducible and identical after a resume.
-        g = np.random.default_rng([self.seed, self.epoch, idx])
+        g = np.random.default_rng([self.seed, epoch, idx])
         r, c = self.corners[g.integers(len(self.corners))]
         return int(r), int(c), int(g.integers(8)) if self.augment else 0
 
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        r, c, k = self._pick(idx)
+    def __getitem__(self, key: tuple[int, int, int] | int) -> dict[str, torch.Tensor]:
+        # an EpochSampler key (index, epoch, position) carries the epoch with it, so that
+        # DataLoader workers and a resumed run draw what an uninterrupted run draws
+        idx, epoch = (key[0], key[1]) if isinstance(key, tuple) else (int(key), self.epoch)
+        r, c, k = self._pick(idx, epoch)
         n, s = self.patch, self.scale
         lr = torch.from_numpy(self.lr.patch(r, c, n))
         hr = torch.from_numpy(self.hr.patch(s * r, s * c, s * n))
@@ -320,18 +331,24 @@ class PairedSRDataModule(L.LightningDataModule):
         return {k: len(v.corners) for k, v in self._datasets.items()}
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        """The split's loader; training draws follow from (seed, epoch, position) only.
+
+        The training loader's :class:`~bsrlc.data.chips.EpochSampler` hands each sample its
+        epoch (Lightning sets the sampler's epoch before every epoch), so each epoch draws new
+        patches and a run resumed mid-epoch continues with the batch it would have drawn.
+        """
         if not self._datasets:
             raise ConfigError("PairedSRDataModule.setup() must run before the dataloaders")
         ds = self._datasets[name]
-        if name == "train" and self.trainer is not None:
-            ds.epoch = self.trainer.current_epoch
-        return DataLoader(
+        if name != "train":
+            return eval_loader(ds, self.batch_size, self.num_workers, self.seed)
+        return ResumableLoader(
             ds,
+            EpochSampler(len(ds), self.seed, shuffle=shuffle),
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
-            persistent_workers=False,
-            drop_last=name == "train",
+            drop_last=True,
+            seed=self.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCohenKappa,
@@ -133,6 +133,10 @@ class CentrePatchTask(L.LightningModule):
             }
         )
         self.train_metrics = metrics.clone(prefix="train/")
+        # The epoch's mean training loss as a metric of the module rather than Lightning's
+        # on_epoch accumulator: its state goes into checkpoints (bsrlc.resume), so a run
+        # resumed mid-epoch logs the same epoch mean as an uninterrupted one.
+        self.train_loss = MeanMetric()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_confusion = MulticlassConfusionMatrix(n_classes)
@@ -242,7 +246,11 @@ class CentrePatchTask(L.LightningModule):
         getattr(self, f"{stage}_metrics").update(preds, y)
         if stage != "train":
             getattr(self, f"{stage}_confusion").update(preds, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        if stage == "train":
+            self.train_loss.update(loss.detach(), weight=y.numel())
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -294,6 +302,9 @@ class CentrePatchTask(L.LightningModule):
             else:
                 for i, v in enumerate(value):
                     flat[f"{key}_{names[i].replace(' ', '_')}"] = v
+        if stage == "train":
+            flat["train/loss_epoch"] = self.train_loss.compute()
+            self.train_loss.reset()
         self.log_dict(flat, sync_dist=True)
         if stage == "train":
             return
