@@ -485,11 +485,12 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     Every file is written to a temporary name and renamed, so a kill leaves the previous
     checkpoint intact, never a truncated one. With ``last_every_n_train_steps=N`` (and
-    ``save_last``), ``last.ckpt`` is also written after every N-th batch (batches counted
-    across epochs), except where Lightning could not resume exactly from that point: a batch
-    that logs step metrics after its end hook, or one followed by validation or ending the epoch
-    (the checkpoint after validation covers those). The next batch is then taken, so a kill
-    loses at most N + 1 batches.
+    ``save_last``), ``last.ckpt`` is written after every N-th batch (batches counted across
+    epochs) and when training ends, and not at epoch ends: Lightning restarts from a checkpoint
+    taken there without logging that epoch's training metrics again. A batch after which a
+    restart would not be exact (one that logs step metrics after its end hook, is followed by
+    validation or ends the epoch) passes the write on to the next batch, so a kill loses at
+    most N plus a few batches (top-k files are still written at epoch ends).
 
     Args:
         last_every_n_train_steps: write ``last.ckpt`` this often (0 or None: only where
@@ -501,6 +502,28 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().__init__(**kwargs)
         self.last_every_n_train_steps = int(last_every_n_train_steps or 0)
         self._due = False
+        self._writing_last = False
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        # With step checkpoints, last.ckpt is written only where a restart is exact: between
+        # batches (on_train_batch_end below) and when training ends. Lightning restarts from
+        # one taken at an epoch's end (validation end, train epoch end) without logging that
+        # epoch's training metrics again, so those points are left to the top-k files.
+        if self.last_every_n_train_steps and not self._writing_last:
+            return
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def _write_last(self, trainer: L.Trainer) -> None:
+        self._writing_last = True
+        try:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        finally:
+            self._writing_last = False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Write the final ``last.ckpt`` (step checkpoints on)."""
+        if self.last_every_n_train_steps and self.save_last and not trainer.fast_dev_run:
+            self._write_last(trainer)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.partial"
@@ -540,4 +563,4 @@ class ResumableCheckpoint(ModelCheckpoint):
             return
         if blocked:
             return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._write_last(trainer)
