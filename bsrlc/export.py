@@ -8,17 +8,31 @@ A bundle is a folder (optionally zipped) with:
 - ``weights.safetensors``: the same weights for PyTorch, loaded without unpickling anything.
 - ``metadata.json``: everything inference needs (task, input bands in order, normalisation,
   scale, patch size and halo / receptive field, legend, the network's constructor config),
-  the resolved training config, the package version and a content hash over all of it. A
-  bundle whose hash does not match refuses to load.
+  the resolved training config, the package version and a content hash over all of it.
+
+What the content hash protects: a bundle whose files were damaged or changed (a truncated copy,
+a bit flip, an edited metadata.json) refuses to load. It does not protect against a deliberate
+edit, since whoever edits the files can recompute an unkeyed hash. For that, sign bundles: with
+``BSRLC_BUNDLE_KEY`` set (a secret shared by who exports and who predicts), export writes an
+HMAC-SHA256 of the content hash into metadata.json, and loading with the key set refuses a
+bundle whose signature is missing or wrong. Loading a signed bundle without the key warns that
+the signature was not checked.
+
+Zip bundles are read member by member: only the three expected names, each under a size limit,
+are extracted, into a temporary folder that is removed when the bundle is closed (or garbage
+collected, or the process ends).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 import shutil
 import tempfile
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +51,18 @@ log = logging.getLogger("bsrlc.export")
 
 OPSET = 17
 FILES = ("model.onnx", "weights.safetensors", "metadata.json")
+# Largest member of a zip bundle read (uncompressed bytes): the weights of a large generator
+# are a few hundred MB; metadata is small.
+MAX_MEMBER_BYTES = {
+    "model.onnx": 4 * 2**30,
+    "weights.safetensors": 4 * 2**30,
+    "metadata.json": 64 * 2**20,
+}
+KEY_ENV = "BSRLC_BUNDLE_KEY"
+
+
+def _signature(content_hash: str, key: str) -> str:
+    return hmac.new(key.encode(), content_hash.encode(), hashlib.sha256).hexdigest()
 
 
 def dense_classifier(net: nn.Module) -> nn.Module:
@@ -66,7 +92,7 @@ def _digest(folder: Path, metadata: dict[str, Any]) -> str:
     for name in FILES[:2]:
         h.update(name.encode())
         h.update(hashlib.sha256((folder / name).read_bytes()).digest())
-    meta = {k: v for k, v in metadata.items() if k != "content_hash"}
+    meta = {k: v for k, v in metadata.items() if k not in ("content_hash", "signature")}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -170,6 +196,9 @@ def export_bundle(
             "onnx_opset": max(opset, OPSET),
         }
         metadata["content_hash"] = _digest(tmp, metadata)
+        key = os.environ.get(KEY_ENV)
+        if key:
+            metadata["signature"] = _signature(metadata["content_hash"], key)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
         if check:
             diff = check_onnx(tmp, export_net)
@@ -233,6 +262,18 @@ class Bundle:
     metadata: dict[str, Any]
     folder: Path
 
+    def close(self) -> None:
+        """Remove the extracted files of a zip bundle (a folder bundle is left as it is)."""
+        cleanup = getattr(self, "_cleanup", None)
+        if cleanup is not None:
+            cleanup()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def torch_model(self, device: str = "cpu") -> LoadedModel:
         """The network rebuilt from its config with the safetensors weights.
 
@@ -286,21 +327,95 @@ def load_bundle(path: str | Path) -> Bundle:
         InputError: if files are missing or the hash does not match (tampered or corrupt).
     """
     path = Path(path)
-    folder = path
-    if path.suffix == ".zip":
-        folder = Path(tempfile.mkdtemp(prefix="bsrlc-bundle-"))
-        with zipfile.ZipFile(path) as z:
-            z.extractall(folder)
+    if path.suffix != ".zip":
+        return Bundle(path, _verify(path, path), path)
+    folder = Path(tempfile.mkdtemp(prefix="bsrlc-bundle-"))
+    try:
+        _extract(path, folder)
+        metadata = _verify(path, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    bundle = Bundle(path, metadata, folder)
+    # the extracted files go with the bundle (closed, garbage collected or at exit)
+    bundle._cleanup = weakref.finalize(bundle, shutil.rmtree, str(folder), True)  # type: ignore[attr-defined]
+    return bundle
+
+
+def _extract(path: Path, folder: Path) -> None:
+    """Extract the expected members of a zip bundle, each within its size limit."""
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{path}: not a readable zip ({err}); re-export the bundle") from None
+    with z:
+        names = z.namelist()
+        extra = sorted(set(names) - set(FILES))
+        if extra:
+            raise InputError(
+                f"{path}: unexpected member(s) {extra[:5]} (a bundle holds only "
+                f"{', '.join(FILES)}); re-export it with python -m bsrlc.export"
+            )
+        for name in FILES:
+            if name not in names:
+                continue
+            info = z.getinfo(name)
+            if info.file_size > MAX_MEMBER_BYTES[name]:
+                raise InputError(
+                    f"{path}: {name} is {info.file_size / 2**20:.0f} MiB uncompressed, above the "
+                    f"{MAX_MEMBER_BYTES[name] / 2**20:.0f} MiB limit; not a bsrlc bundle"
+                )
+            with z.open(info) as src, open(folder / name, "wb") as dst:
+                # copy at most the declared size: a forged header cannot make it write more
+                shutil.copyfileobj(_Limited(src, info.file_size), dst, 2**20)
+
+
+class _Limited:
+    """A reader that stops after ``limit`` bytes."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self.raw, self.left = raw, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.raw.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+
+def _verify(path: Path, folder: Path) -> dict[str, Any]:
+    """The bundle's metadata, once its files, content hash and signature (if keyed) check out."""
     missing = [f for f in FILES if not (folder / f).exists()]
     if missing:
         raise InputError(f"{path}: not a bsrlc bundle (missing {', '.join(missing)}); re-export it")
-    metadata = json.loads((folder / "metadata.json").read_text())
+    try:
+        metadata = json.loads((folder / "metadata.json").read_text())
+    except ValueError as err:
+        raise InputError(
+            f"{path}: metadata.json is not JSON ({err}); re-export the bundle"
+        ) from None
     if metadata.get("content_hash") != _digest(folder, metadata):
         raise InputError(
             f"{path}: content hash does not match metadata.json; the bundle was modified or is "
             "corrupt, re-export it with python -m bsrlc.export"
         )
-    return Bundle(path, metadata, folder)
+    key = os.environ.get(KEY_ENV)
+    signature = metadata.get("signature")
+    if key:
+        if not signature:
+            raise InputError(
+                f"{path}: unsigned bundle, but {KEY_ENV} is set; export it with the key set, or "
+                f"unset {KEY_ENV} to accept unsigned bundles"
+            )
+        if not hmac.compare_digest(signature, _signature(metadata["content_hash"], key)):
+            raise InputError(
+                f"{path}: signature does not match {KEY_ENV}; the bundle was signed with another "
+                "key or edited after signing, re-export it"
+            )
+    elif signature:
+        log.warning("%s: signed bundle, signature not checked (%s is not set)", path, KEY_ENV)
+    return metadata
 
 
 def _main() -> None:
