@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: install test test-slow lint format typecheck demo bench clean
+.PHONY: install test test-slow lint format typecheck demo bench mutants clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ demo: install
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+# deliberate breaks in a scratch copy of HEAD; every one must fail the fast tests (scripts/mutants.py)
+mutants: install
+	nice $(BIN)/python scripts/mutants.py
 
 clean:
 	rm -rf outputs logs multirun .pytest_cache .ruff_cache .mypy_cache
