@@ -51,9 +51,11 @@ MUTANTS = [
         "bsrlc/data/classify.py",
         (
             (
-                'return {"image": x, "label": torch.tensor(int(self.labels[idx]))}',
-                'return {"image": x, "label": torch.tensor(int(self.labels[(idx * 7 + 3) % '
-                "len(self.labels)] if self.augment else self.labels[idx]))}",
+                "                        s.labels[m],\n                        self.patch_size,\n",
+                "                        np.random.default_rng(0).permutation(s.labels[m])\n"
+                '                        if name == "train"\n'
+                "                        else s.labels[m],\n"
+                "                        self.patch_size,\n",
             ),
         ),
         (f"{LEARNING}::test_classifier_beats_chance_on_held_out_points",),

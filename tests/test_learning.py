@@ -60,8 +60,8 @@ def test_classifier_beats_chance_on_held_out_points(classifier):
     metrics, _ = classifier
     # 4 balanced classes, 80 test points in the held-out block: chance is 0.25. Measured with
     # CLASSIFIER, seeds 1/2/3: OA 0.750 / 0.788 / 0.900, macro F1 0.696 / 0.762 / 0.896.
-    # Zeroed input or shuffled training labels give OA 0.225-0.275 (the 1-epoch 8-channel
-    # nets that have not learnt yet give the same).
+    # Under make mutants: shuffled training labels give OA 0.30 (macro F1 0.21); zeroed input
+    # can only predict one class (OA 0.25); untrained 1-epoch nets gave 0.225-0.275.
     assert metrics["test/oa"] >= 0.6, metrics["test/oa"]
     assert metrics["test/macro_f1"] >= 0.55, metrics["test/macro_f1"]
     # the structure classes, which need the neighbourhood: F1 0.76-0.98 measured
@@ -130,9 +130,9 @@ def test_dense_map_agrees_with_patches_at_points(tmp_path, tiny_world, tiny_stms
     with rasterio.open(out) as m, rasterio.open(out.with_name("map_proba.tif")) as p:
         codes = m.read(1)[rows, cols]
         dense = p.read()[: len(legend)][:, rows, cols].T / 254.0
-    # Measured: identical classes at all pixels and probabilities within the uint8 rounding
-    # (1/508). A map read one pixel off disagrees at ~20 % of these pixels (and by up to
-    # ~0.9 in probability); a swapped band lookup at most of them.
+    # The unbroken code passes both at seed 1 (the dense pass is exact up to float
+    # rounding; the probabilities are stored as uint8 of 1/254). Under make mutants, a tile
+    # read one pixel off and a swapped band lookup both fail here.
     assert np.abs(dense - proba).max() <= 1.5 / 254
     agree = codes == legend.code_of(proba.argmax(1))
     assert agree.mean() >= 0.99, f"{(~agree).sum()} of {agree.size} pixels disagree"
