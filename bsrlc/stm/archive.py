@@ -61,6 +61,7 @@ from bsrlc.stm.compose import (
     _set_threads,
     check_valid_range,
     parse_date,
+    stm_tags,
 )
 from bsrlc.stm.grid import TargetGrid, Tile, resolve_area, windows
 from bsrlc.stm.indices import IndexMatrices, index_matrices
@@ -475,17 +476,7 @@ def _read_window(
 def _tags(plan: ArchivePlan, task: TileTask, scenes: Sequence[SourceScene]) -> dict[str, str]:
     d0, d1 = plan.periods[task.label]
     return {
-        "SENSOR": plan.name,
-        "START": d0.isoformat(),
-        "END": d1.isoformat(),
-        "FIRST_DATE": scenes[0].date.isoformat(),
-        "LAST_DATE": scenes[-1].date.isoformat(),
-        "N_SCENES": str(len(scenes)),
-        "SCALE": str(1 / OUT_SCALE),
-        "NODATA_MEANING": "no clear observation (CLEAR_COUNT is 0 there)",
-        "METRICS": ",".join(plan.spec.names),
-        "INDICES": ",".join(plan.idx.names),
-        "SCENES": ",".join(s.id for s in scenes),
+        **stm_tags(plan.name, d0, d1, scenes, plan.spec, plan.idx),
         "TILE": task.tile,
         "RESAMPLING": plan.resampling,
     }

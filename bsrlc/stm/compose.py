@@ -908,19 +908,7 @@ def composite(
     p = plan_stm(chosen, bands, metrics, indices, sensor)
     grid = p.grid
     windows = block_windows(grid.width, grid.height, block_size)
-    tags = {
-        "SENSOR": sensor.name,
-        "START": d0.isoformat(),
-        "END": d1.isoformat(),
-        "FIRST_DATE": chosen[0].date.isoformat(),
-        "LAST_DATE": chosen[-1].date.isoformat(),
-        "N_SCENES": str(len(chosen)),
-        "SCALE": str(1 / OUT_SCALE),
-        "NODATA_MEANING": "no clear observation (CLEAR_COUNT is 0 there)",
-        "METRICS": ",".join(p.spec.names),
-        "INDICES": ",".join(p.idx.names),
-        "SCENES": ",".join(s.id for s in chosen),
-    }
+    tags = stm_tags(sensor.name, d0, d1, chosen, p.spec, p.idx)
     band_tags = [{"SCALE": str(1 / OUT_SCALE)}] * (len(p.descriptions) - 1) + [{"SCALE": "1"}]
     scales = [1 / OUT_SCALE] * (len(p.descriptions) - 1) + [1.0]
     excluded = np.zeros(len(EXCLUSION_REASONS), np.int64)
@@ -980,6 +968,37 @@ def _exclusion_summary(p: StmPlan, d0: dt.date, d1: dt.date, excluded: np.ndarra
         f"excluded: fill/nodata {excluded[0]}, QA {excluded[1]}, saturation ({radsat}) "
         f"{excluded[2]}, out of valid range ({rng}) {excluded[3]}"
     )
+
+
+def stm_tags(
+    name: str, start: dt.date, end: dt.date, scenes: Sequence[Any], spec: Any, idx: Any
+) -> dict[str, str]:
+    """Dataset tags of an STM raster (both the same-grid and the tiled path write them).
+
+    Args:
+        name: the sensor / output name.
+        start: the period's first day.
+        end: its last day.
+        scenes: the scenes used, in date order (``date`` and ``id`` attributes).
+        spec: the metrics (``names``).
+        idx: the indices (``names``).
+
+    Returns:
+        The tags.
+    """
+    return {
+        "SENSOR": name,
+        "START": start.isoformat(),
+        "END": end.isoformat(),
+        "FIRST_DATE": scenes[0].date.isoformat(),
+        "LAST_DATE": scenes[-1].date.isoformat(),
+        "N_SCENES": str(len(scenes)),
+        "SCALE": str(1 / OUT_SCALE),
+        "NODATA_MEANING": "no clear observation (CLEAR_COUNT is 0 there)",
+        "METRICS": ",".join(spec.names),
+        "INDICES": ",".join(idx.names),
+        "SCENES": ",".join(s.id for s in scenes),
+    }
 
 
 def _set_scales(writer: COGWriter, scales: Sequence[float], offsets: Sequence[float]) -> None:
