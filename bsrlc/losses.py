@@ -1,9 +1,10 @@
 """Losses for super-resolution and adversarial training.
 
-Content (masked L1), spectral angle (SAM), LR consistency, adversarial (BCE with one-sided label
-smoothing, or hinge; separate generator and discriminator terms) and discriminator feature
-matching (the perceptual term: no pretrained VGG can be downloaded, and the discriminator's
-features are tuned to the very bands being super-resolved).
+Content (masked L1; shift-tolerant L1, the best over small shifts), spectral angle (SAM), LR
+consistency, adversarial (BCE with one-sided label smoothing, or hinge; separate generator and
+discriminator terms) and discriminator feature matching (the perceptual term: no pretrained VGG
+can be downloaded, and the discriminator's features are tuned to the very bands being
+super-resolved).
 
 Units: bsrlc normalises LR and HR with the *same* per-band statistics (the LR training mean and
 std, see :mod:`bsrlc.data.sr`), so L1 and LR consistency compare like with like in normalised
@@ -12,6 +13,7 @@ units. SAM is not invariant to the mean subtraction of normalisation: give it re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -213,3 +215,113 @@ def feature_matching_loss(fake_feats: Sequence[Tensor], real_feats: Sequence[Ten
         raise ValueError("feature_matching_loss needs at least one feature map")
     terms = [F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats, strict=True)]
     return torch.stack(terms).mean()
+
+
+def shift_offsets(max_shift: int, subpixel: int = 1) -> list[float]:
+    """The shifts (HR pixels) one axis is searched over: ``-max_shift .. max_shift``.
+
+    Args:
+        max_shift: the largest shift k, in whole HR pixels.
+        subpixel: steps per pixel (1: integer shifts; 2: every half pixel, ...).
+
+    Returns:
+        ``2 * k * subpixel + 1`` shifts, ascending, 0 included.
+
+    Raises:
+        ValueError: for a negative ``max_shift`` or a ``subpixel`` below 1.
+    """
+    if max_shift < 0 or subpixel < 1:
+        raise ValueError(f"need max_shift >= 0 and subpixel >= 1, got {max_shift}, {subpixel}")
+    n = max_shift * subpixel
+    return [i / subpixel for i in range(-n, n + 1)]
+
+
+def shifted_crop(x: Tensor, dy: float, dx: float, border: int) -> Tensor:
+    """The centre crop of ``x`` (``border`` pixels off each side), moved by (dy, dx) pixels.
+
+    Output pixel (i, j) is ``x`` at (border + i + dy, border + j + dx); fractional shifts are
+    bilinear between the two neighbours on each axis (a mild low-pass: half-pixel shifts average
+    two pixels). Needs ``|dy|, |dx| <= border``.
+
+    Args:
+        x: (..., H, W).
+        dy: row shift.
+        dx: column shift.
+        border: pixels cropped off each side.
+
+    Returns:
+        (..., H - 2 border, W - 2 border).
+
+    Raises:
+        ValueError: if a shift exceeds the border or nothing is left after cropping.
+    """
+    h, w = x.shape[-2] - 2 * border, x.shape[-1] - 2 * border
+    if max(abs(dy), abs(dx)) > border or h < 1 or w < 1:
+        raise ValueError(
+            f"shift ({dy}, {dx}) with border {border} does not fit {tuple(x.shape[-2:])}"
+        )
+
+    def along(t: Tensor, shift: float, dim: int, size: int) -> Tensor:
+        lo = math.floor(shift)
+        frac = shift - lo
+        first = t.narrow(dim, border + lo, size)
+        if frac == 0:
+            return first
+        return (1 - frac) * first + frac * t.narrow(dim, border + lo + 1, size)
+
+    return along(along(x, dy, -2, h), dx, -1, w)
+
+
+def shift_tolerant_l1_loss(
+    sr: Tensor,
+    hr: Tensor,
+    max_shift: int = 1,
+    subpixel: int = 1,
+    bias: bool = False,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """L1 that forgives a small misregistration: per image, the smallest L1 over shifts of SR.
+
+    The HR centre crop (``max_shift`` pixels off each side) is compared with the SR moved by
+    every shift in :func:`shift_offsets` (:func:`shifted_crop`); each image keeps its best shift
+    and the loss is the mean over images, weighted by their valid pixels. The minimum is
+    differentiable almost everywhere: the gradient flows through the best shift. With ``bias``,
+    each shift's per-band mean difference is removed first (the PROBA-V cPSNR brightness
+    correction), so a constant brightness error costs nothing: leave it off when the model
+    should learn the sensor's radiometry. A sibling of :func:`l1_content_loss` (``max_shift=0``
+    without bias gives the same value, masked or not).
+
+    Args:
+        sr: (B, C, H, W) generated.
+        hr: (B, C, H, W) reference.
+        max_shift: the largest shift, HR pixels.
+        subpixel: steps per pixel of the shift search.
+        bias: remove each shift's per-band mean difference first.
+        valid: optional (B, H, W) or (B, 1, H, W) bool mask of HR pixels to count.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: if the shapes differ.
+    """
+    if sr.shape != hr.shape:
+        raise ValueError(f"sr {tuple(sr.shape)} and hr {tuple(hr.shape)} differ")
+    k = max_shift
+    ref = hr[..., k : hr.shape[-2] - k, k : hr.shape[-1] - k]
+    if valid is None:
+        w = torch.ones_like(ref[:, :1])
+    else:
+        w = valid.reshape(sr.shape[0], 1, *sr.shape[-2:]).to(sr.dtype)
+        w = w[..., k : hr.shape[-2] - k, k : hr.shape[-1] - k]
+    n = w.flatten(1).sum(1).clamp_min(1)  # (B,) valid pixels per image
+    per_shift = []
+    for dy in shift_offsets(k, subpixel):
+        for dx in shift_offsets(k, subpixel):
+            diff = shifted_crop(sr, dy, dx, k) - ref
+            if bias:
+                b = (diff * w).flatten(2).sum(2) / n[:, None]  # (B, C)
+                diff = diff - b[..., None, None]
+            per_shift.append((diff.abs() * w).flatten(1).sum(1) / (n * sr.shape[1]))
+    best = torch.stack(per_shift).min(0).values  # (B,)
+    return (best * n).sum() / n.sum()  # images weighted by their valid pixels
