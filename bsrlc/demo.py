@@ -198,7 +198,7 @@ def run(
     from bsrlc.evaluation import maps as M
     from bsrlc.inference.loading import load_checkpoint
     from bsrlc.inference.resample import nearest_upsample
-    from bsrlc.inference.sr import super_resolve_raster
+    from bsrlc.inference.sr import SRJob, run_sr_job
     from bsrlc.inference.temporal import smooth_maps
 
     t_start = time.perf_counter()
@@ -253,18 +253,9 @@ def run(
     for y in years:
         sr_feats[y] = feats / f"landsat_sr_{y}.tif"
         nn_feats[y] = feats / f"landsat_nn_{y}.tif"
-        if force or not sr_feats[y].exists():
-            super_resolve_raster(
-                sr.net,
-                stms["landsat"][y],
-                sr_feats[y],
-                sr.bands,
-                scale,
-                sr.mean,
-                sr.std,
-                overwrite=True,
-                progress=progress,
-            )
+        if force or not sr_feats[y].exists():  # as predict.py does (one SR path)
+            job = SRJob(stms["landsat"][y], sr_feats[y], sr.bands, scale, sr.mean, sr.std)
+            run_sr_job(job, sr.net, overwrite=force, progress=progress)  # resumes a killed run
         if force or not nn_feats[y].exists():
             nearest_upsample(stms["landsat"][y], nn_feats[y], sr.bands, scale)
     timings["sr_inference_s"] = time.perf_counter() - t0

@@ -253,7 +253,7 @@ def predict(cfg: Any) -> dict[str, Any]:
     """
     from bsrlc.inference.checks import check_input
     from bsrlc.inference.dense import ClassifyJob, correct_priors
-    from bsrlc.inference.sr import SRJob
+    from bsrlc.inference.sr import SRJob, run_sr_job
 
     pipeline = str(cfg.pipeline)
     if pipeline not in {"sr", "classify", "sr+classify"}:
@@ -294,7 +294,7 @@ def predict(cfg: Any) -> dict[str, Any]:
         if sr_model is not None:
             check_bands(sr_model, src, "SR")
             check_input(src, sr_model, "SR")
-            job: RasterJob = SRJob(
+            job = SRJob(
                 src,
                 out_dir / f"{item.name}_sr.tif",
                 sr_model.bands,
@@ -305,7 +305,17 @@ def predict(cfg: Any) -> dict[str, Any]:
                 tile=int(cfg.sr_tile),
                 model_id=sr_id,
             )
-            rank_zero &= _run(job, sr_model, trainer_kwargs, overwrite, progress)
+            if not _skip(job, overwrite):  # the demo and the tests run SR the same way
+                rank_zero &= (
+                    run_sr_job(
+                        job,
+                        sr_model.net,
+                        trainer_kwargs=trainer_kwargs,
+                        overwrite=overwrite,
+                        progress=progress,
+                    )
+                    is not None
+                )
             src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
@@ -429,10 +439,17 @@ def _run(
     Returns:
         Whether this process is global rank 0 (the one that assembled the outputs).
     """
+    if _skip(job, overwrite):
+        return True
+    return run_lightning(job, model.net, trainer_kwargs, overwrite, progress) is not None
+
+
+def _skip(job: RasterJob, overwrite: bool) -> bool:
+    """Whether a job's outputs exist and are kept (``overwrite`` false); logged."""
     if outputs_exist(job) and not overwrite:
         log.info("%s exists; skipped (overwrite=true recomputes it)", job.outputs[0].path)
         return True
-    return run_lightning(job, model.net, trainer_kwargs, overwrite, progress) is not None
+    return False
 
 
 def summarise(

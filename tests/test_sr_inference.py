@@ -19,8 +19,9 @@ from rasterio.windows import Window
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.inference.sr import (
     OUT_NODATA,
+    SRJob,
+    run_sr_job,
     super_resolve_array,
-    super_resolve_raster,
     super_resolve_stream,
 )
 from bsrlc.inference.tiling import (
@@ -254,10 +255,17 @@ def stm(tmp_path):
     return path, lr, nodata
 
 
-def test_super_resolve_raster_writes_an_aligned_cog(model, stm, tmp_path):
+def _sr(model, src, dst, bands=BANDS, scale=3, mean=MEAN, std=STD, overwrite=False, **plan):
+    """The one SR path: an SRJob run by run_sr_job (as predict.py and the demo run it)."""
+    job = SRJob(src, dst, bands, scale, mean, std, **plan)
+    return run_sr_job(job, model, overwrite=overwrite, progress=False)
+
+
+def test_sr_job_writes_an_aligned_cog_equal_to_one_pass(model, stm, tmp_path):
     src, lr, nodata = stm
     dst = tmp_path / "out" / "sr.tif"
-    super_resolve_raster(model, src, dst, BANDS, 3, MEAN, STD, tile=16, progress=False)
+    # 53 x 71 LR pixels in 3 x 4 units of 20, tiles of 16 inside them: seams everywhere
+    assert _sr(model, src, dst, unit=20, tile=16) == dst
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         assert b.crs == a.crs
         assert (b.width, b.height) == (3 * a.width, 3 * a.height)
@@ -267,6 +275,8 @@ def test_super_resolve_raster_writes_an_aligned_cog(model, stm, tmp_path):
         assert list(b.descriptions) == BANDS
         assert b.dtypes == ("int16",) * 3 and b.nodata == OUT_NODATA
         assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert b.tags()["sr_scale"] == "3" and b.tags()["sr_source"] == src.name
+        assert float(b.tags()["reflectance_scale"]) == pytest.approx(1e-4)
         out = b.read()
     hr_nodata = nodata.repeat(3, 0).repeat(3, 1)
     assert ((out == OUT_NODATA).all(0) == hr_nodata).all()
@@ -274,29 +284,31 @@ def test_super_resolve_raster_writes_an_aligned_cog(model, stm, tmp_path):
     ref = super_resolve_array(model, lr, 3, MEAN, STD, nodata, tile=128, strip=None)
     diff = np.abs(out[:, ~hr_nodata].astype(np.float64) - ref[:, ~hr_nodata] * 10000)
     assert diff.max() <= 1.0  # <= 1 DN (int16 rounding) from the single float pass
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["sr.tif"]  # no store, no lock left
 
 
-def test_super_resolve_raster_errors(model, stm, tmp_path):
+def test_sr_job_errors(model, stm, tmp_path):
     src, _, _ = stm
     dst = tmp_path / "sr.tif"
     with pytest.raises(InputError, match="BLU_P50"):
-        super_resolve_raster(
-            model, src, dst, ["BLU_P50", "NIR_P50", "SW1_P50"], 3, MEAN, STD, progress=False
-        )
+        _sr(model, src, dst, bands=["BLU_P50", "NIR_P50", "SW1_P50"])
     with pytest.raises(ConfigError, match="means"):
-        super_resolve_raster(model, src, dst, BANDS, 3, MEAN[:2], STD, progress=False)
+        _sr(model, src, dst, mean=MEAN[:2])
     with pytest.raises(ConfigError, match="x3"):
-        super_resolve_raster(model, src, dst, BANDS, 2, MEAN, STD, progress=False)
+        _sr(model, src, dst, scale=2)
     other = SRResNet(in_bands=3, out_bands=2, channels=4, n_blocks=0)
     with pytest.raises(ConfigError, match="bands"):
-        super_resolve_raster(other, src, dst, BANDS, 3, MEAN, STD, progress=False)
-    assert not dst.exists() and not list(tmp_path.glob(".sr.tif*"))  # nothing half-written
+        _sr(other, src, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landsat_stm.tif"]  # nothing written
     dst.write_bytes(b"old")
     with pytest.raises(InputError, match="exists"):
-        super_resolve_raster(model, src, dst, BANDS, 3, MEAN, STD, progress=False)
+        _sr(model, src, dst)
     assert dst.read_bytes() == b"old"
     with pytest.raises(InputError, match="input"):
-        super_resolve_raster(model, src, src, BANDS, 3, MEAN, STD, overwrite=True, progress=False)
+        _sr(model, src, src, overwrite=True)
+    assert _sr(model, src, dst, overwrite=True) == dst
+    with rasterio.open(dst) as b:
+        assert b.count == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -314,15 +326,15 @@ def test_cuda_matches_cpu(model):
 BIG_SCRIPT = """
 import json, resource, sys, time
 import torch
-from bsrlc.inference.sr import super_resolve_raster
+from bsrlc.inference.sr import SRJob, run_sr_job
 from bsrlc.models.sr import SRResNet
 
 torch.manual_seed(0)
 model = SRResNet(in_bands=6, channels=4, n_blocks=1, head_kernel=3, tail_kernel=3)
 bands = ["BLU_P50", "GRN_P50", "RED_P50", "NIR_P50", "SW1_P50", "SW2_P50"]
 t0 = time.perf_counter()
-super_resolve_raster(model, sys.argv[1], sys.argv[2], bands, 3, [0.1] * 6, [0.05] * 6,
-                     tile=256, progress=False)
+job = SRJob(sys.argv[1], sys.argv[2], bands, 3, [0.1] * 6, [0.05] * 6, unit=1024, tile=256)
+run_sr_job(job, model, progress=False)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 print(json.dumps({"max_rss_mb": rss, "seconds": time.perf_counter() - t0}))
 """
@@ -360,7 +372,9 @@ def write_big_stm(path, n: int) -> None:
 
 @pytest.mark.slow
 def test_big_raster_memory_is_bounded(tmp_path):
-    n = 10_000
+    # 5 x 5 units of 1024 LR pixels, the last ones partial: memory is bounded by the unit, and the
+    # tile store holds 15,000^2 x 6 int16 (2.7 GB) on disk before the COG is assembled
+    n = 5_000
     src, dst = tmp_path / "big_stm.tif", tmp_path / "big_sr.tif"
     write_big_stm(src, n)
     script = tmp_path / "run.py"

@@ -1,13 +1,19 @@
-"""Tiled, streamed super-resolution of a Landsat STM raster (30 m) into a 10 m COG.
+"""Tiled super-resolution of a Landsat STM raster (30 m) into a 10 m COG.
 
-The raster is processed in column strips (2048 LR columns by default), each strip one row of
-tiles at a time: the LR window of the tile row is read (rasterio windows), converted to
-reflectance, normalised, filled where it is nodata (with the band mean, i.e. 0 in normalised
-units, so no NaN reaches the network), padded at the raster border (reflect), super-resolved
-tile by tile (batched, ``torch.inference_mode``, eval mode) and blended with feathered overlaps
+One path: :func:`run_sr_job` runs an :class:`SRJob` (``predict.py``, the demo and the tests
+alike). The job splits the raster into units (``unit`` x ``unit`` LR windows, resumable and
+spread over processes, :mod:`bsrlc.inference.jobs`); each unit is read with a margin of real
+pixels (the model's receptive field plus the feather) and super-resolved by
+:func:`super_resolve_stream`, so the result does not depend on the units.
+
+:func:`super_resolve_stream` is the core: one row of tiles at a time (in column strips when
+asked), the LR window of the tile row is read, converted to reflectance, normalised, filled
+where it is nodata (with the band mean, i.e. 0 in normalised units, so no NaN reaches the
+network), padded at the raster border (reflect), super-resolved tile by tile (batched,
+``torch.inference_mode``, eval mode) and blended with feathered overlaps
 (:mod:`bsrlc.inference.tiling`). Output rows are handed on as soon as no later tile touches
-them, in whole 256-row blocks, so memory is bounded by the tile and strip sizes, about
-``bands x (3 (tile + 2 feather) + 256) x 3 strip x 4`` bytes, whatever the raster size.
+them, so memory is bounded by the tile and unit sizes, whatever the raster size.
+:func:`super_resolve_array` runs it on an in-memory array (the reference the tests compare with).
 
 The output has the input's CRS and top-left corner, a third of its pixel size (``transform``
 scaled by ``1 / scale``), the input band names, int16 reflectance x 10000 and nodata -32768
@@ -17,7 +23,6 @@ wherever the LR pixel under it is nodata in any input band.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,9 +38,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.inference.jobs import OutputSpec, RasterJob, source_fingerprint
+from bsrlc.inference.jobs import (
+    OutputSpec,
+    RasterJob,
+    model_digest,
+    run_lightning,
+    run_local,
+    source_fingerprint,
+)
 from bsrlc.inference.tiling import RowAccumulator, Span, TilePlan, default_blend, pad_border
-from bsrlc.raster import COGWriter, band_indices, block_windows, open_raster, raster_info
+from bsrlc.raster import band_indices, block_windows, open_raster, raster_info
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ OUT_NODATA = -32768
 FALLBACK_HALO = 32  # LR pixels read around each tile when the model has no receptive_field
 DEFAULT_FEATHER = 4  # LR pixels of feathered overlap beyond each tile core
 DEFAULT_STRIP = 2048  # LR columns per strip (bounds memory on wide rasters)
-BLOCK = 256  # output block size: rows are flushed, and strips cut, in whole blocks
+BLOCK = 256  # output COG block size
 
 # (LR row start, row stop, col start, col stop) ->
 #     (reflectance (C, rows, cols) float32, nodata (rows, cols) bool), clipped to the raster
@@ -76,6 +88,30 @@ def _output_bands(model: nn.Module, in_bands: int, scale: int, device: torch.dev
     if tuple(y.shape[-2:]) != (8 * scale, 8 * scale):
         raise ConfigError(f"the model maps 8x8 pixels to {tuple(y.shape[-2:])}, not x{scale}")
     return int(y.shape[1])
+
+
+def check_model(model: nn.Module, bands: int, scale: int, device: torch.device) -> None:
+    """Fail in one line for a model of another scale or band count than the raster needs.
+
+    Args:
+        model: the generator, on ``device``.
+        bands: the number of bands it reads.
+        scale: the resolution ratio asked for.
+        device: where the model is.
+
+    Raises:
+        ConfigError: if the model upsamples by another factor, or outputs other bands than it
+            reads (the output is de-normalised with the input statistics).
+    """
+    model_scale = getattr(model, "scale", scale)
+    if int(model_scale) != scale:
+        raise ConfigError(f"the model upsamples x{model_scale} but scale={scale} was given")
+    out_bands = _output_bands(model, bands, scale, device)
+    if out_bands != bands:
+        raise ConfigError(
+            f"the model outputs {out_bands} bands from {bands}; the output is de-normalised "
+            "with the input statistics, so it must output the bands it reads"
+        )
 
 
 def _halo_and_blend(rf: int | None, overlap: int | None, feather: int | None) -> tuple[int, int]:
@@ -159,19 +195,11 @@ def super_resolve_stream(
         raise ConfigError(f"{len(mean)} means but {len(std)} stds; give one per band")
     if tile <= 0 or batch_size <= 0 or (strip is not None and strip <= 0):
         raise ConfigError(f"tile={tile}, strip={strip}, batch_size={batch_size} must be positive")
-    model_scale = getattr(model, "scale", scale)
-    if int(model_scale) != scale:
-        raise ConfigError(f"the model upsamples x{model_scale} but scale={scale} was given")
     dev = torch.device(device)
     model = model.to(dev).eval()
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32  # e.g. a half model on GPU
-    out_bands = _output_bands(model, n_bands, scale, dev)
-    if out_bands != n_bands:
-        raise ConfigError(
-            f"the model outputs {out_bands} bands from {n_bands}; the output is de-normalised "
-            "with the input statistics, so it must output the bands it reads"
-        )
+    check_model(model, n_bands, scale, dev)
     halo, blend = _halo_and_blend(receptive_field(model), overlap, feather)
     plan = TilePlan(height, width, tile, halo, blend, ramp, strip)
     mean_a = np.asarray(mean, np.float32)[:, None, None]  # (C, 1, 1)
@@ -416,117 +444,6 @@ def _check_request(
         raise InputError(f"{dst}: output would overwrite the input; choose another path")
 
 
-def super_resolve_raster(
-    model: nn.Module,
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    bands: Sequence[str],
-    scale: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    input_scale: float = 1e-4,
-    tile: int = 256,
-    overlap: int | None = None,
-    device: str | torch.device = "cpu",
-    batch_size: int = 1,
-    overwrite: bool = False,
-    *,
-    feather: int | None = None,
-    strip: int | None = DEFAULT_STRIP,
-    border: str = "reflect",
-    ramp: str = "cosine",
-    gdal_cache_mb: int = 256,
-    progress: bool = True,
-) -> Path:
-    """Super-resolve a Landsat STM GeoTIFF into a 10 m COG, streaming tile rows.
-
-    Args:
-        model: the generator (normalised LR -> normalised HR, ``scale`` x larger); put in eval
-            mode and moved to ``device``.
-        src: the LR STM raster.
-        dst: the output COG.
-        bands: band descriptions the model reads, in its order; the output bands get the same
-            names.
-        scale: the resolution ratio (3 for 30 m -> 10 m).
-        mean: per-band reflectance mean the model was trained with.
-        std: per-band reflectance std.
-        input_scale: reflectance per input DN (1e-4 for the STMs' int16 x 10000).
-        tile: tile core size in LR pixels.
-        overlap: LR pixels of context read around each tile (default: the model's receptive
-            field plus the feather, which makes tiles seamless).
-        device: torch device (``cpu``, ``cuda``, ...).
-        batch_size: tiles per forward pass.
-        overwrite: replace an existing ``dst``.
-        feather: LR pixels of feathered overlap beyond each tile core (default 4 when the halo
-            leaves room for it).
-        strip: LR columns per strip; bounds memory on wide rasters (None: whole rows).
-        border: padding at the raster border, ``reflect`` or ``replicate``.
-        ramp: feathering ramp, ``cosine`` or ``linear``.
-        gdal_cache_mb: GDAL block cache while writing; GDAL's default (5 % of the RAM) would
-            let the final COG conversion grow the process by gigabytes on big machines.
-        progress: show a progress bar over tiles.
-
-    Returns:
-        The output path.
-
-    Raises:
-        InputError: if ``src`` is unreadable, lacks a CRS or one of ``bands``, or ``dst``
-            exists and ``overwrite`` is false.
-        ConfigError: for statistics that do not match the bands, or a model that does not fit.
-    """
-    src, dst = Path(src), Path(dst)
-    _check_request(src, dst, bands, mean, std)
-    if strip is not None:
-        step = BLOCK // math.gcd(scale, BLOCK)
-        strip = -(-strip // step) * step  # whole output blocks per strip
-    info = raster_info(src)
-    idx = band_indices(info, bands)
-    out_h, out_w = info.height * scale, info.width * scale
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), open_raster(src) as ds:
-        with COGWriter(
-            dst,
-            crs=info.crs,
-            transform=info.transform * Affine.scale(1 / scale),
-            width=out_w,
-            height=out_h,
-            count=len(bands),
-            dtype="int16",
-            nodata=OUT_NODATA,
-            descriptions=list(bands),
-            tags={
-                "reflectance_scale": str(1 / OUT_SCALE),
-                "sr_scale": str(scale),
-                "sr_source": src.name,
-            },
-            overwrite=overwrite,
-            blocksize=BLOCK,
-        ) as writer:
-            for row, col, block, flags in super_resolve_stream(
-                model,
-                _window_reader(ds, idx, input_scale),
-                info.height,
-                info.width,
-                scale,
-                mean,
-                std,
-                tile=tile,
-                overlap=overlap,
-                feather=feather,
-                strip=strip,
-                device=device,
-                batch_size=batch_size,
-                border=border,
-                ramp=ramp,
-                align=BLOCK,
-                chunk=BLOCK,
-                progress=progress,
-            ):
-                window = Window(col, row, block.shape[2], block.shape[1])
-                writer.write(to_int16(block, flags), window)
-    log.info("%s: %dx%d px at x%d -> %s", src.name, info.width, info.height, scale, dst)
-    return dst
-
-
 class SRJob(RasterJob):
     """Super-resolution of a raster in independent units, for resumable and DDP prediction.
 
@@ -690,3 +607,58 @@ class SRJob(RasterJob):
             mask = flags[y0 - row : y1 - row, x0 - col : x1 - col]
             out[:, y0 - top : y1 - top, x0 - left : x1 - left] = to_int16(part, mask)
         return [out]
+
+
+def run_sr_job(
+    job: SRJob,
+    net: nn.Module,
+    device: str | torch.device = "cpu",
+    trainer_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path | None:
+    """Super-resolve a raster into a 10 m COG: bsrlc's one SR inference path.
+
+    ``predict.py``, the demo and the tests all run SR through here. The model is checked against
+    the job (scale, band count) before anything is written; then the job's missing units are
+    computed, in this process (``trainer_kwargs`` None: :func:`~bsrlc.inference.jobs.run_local`)
+    or by ``Trainer.predict`` (:func:`~bsrlc.inference.jobs.run_lightning`; ``strategy=ddp``
+    spreads the units over GPUs and nodes), kept in a resumable tile store next to the output,
+    and assembled into the COG when all are there. Both runners call :meth:`SRJob.compute`, so
+    they write the same raster.
+
+    Args:
+        job: what to super-resolve and how (source, output, bands, statistics, units, tiles).
+        net: the generator (normalised LR -> normalised HR, ``job.scale`` x larger).
+        device: torch device of the in-process run (ignored with ``trainer_kwargs``: the
+            trainer's accelerator decides).
+        trainer_kwargs: ``Trainer`` arguments (accelerator, devices, strategy, num_nodes...) to
+            run the units with Lightning; None runs them in this process.
+        overwrite: replace an existing output (and recompute every unit).
+        progress: show a progress bar over units.
+
+    Returns:
+        The output path; None on the ranks other than 0 of a ``ddp`` run.
+
+    Raises:
+        InputError: if the output exists and ``overwrite`` is false, or the source cannot be
+            read.
+        ConfigError: for a model of another scale, or one that does not output the bands it
+            reads.
+    """
+    dst = job.outputs[0].path
+    if dst.exists() and not overwrite:
+        raise InputError(f"{dst}: output exists; pass overwrite=true or delete it")
+    if trainer_kwargs is None:
+        dev = torch.device(device)
+        net = net.to(dev).eval()
+    else:  # checked where the net is now; the trainer moves it
+        param = next(net.parameters(), None)
+        dev = param.device if param is not None else torch.device("cpu")
+    check_model(net, len(job.indices), job.scale, dev)
+    if not job.model_id:  # the store's manifest must tell models apart to resume safely
+        job.model_id = model_digest(net)
+    if trainer_kwargs is None:
+        return run_local(job, net, dev, overwrite=overwrite, progress=progress)[0]
+    paths = run_lightning(job, net, trainer_kwargs, overwrite=overwrite, progress=progress)
+    return None if paths is None else paths[0]
