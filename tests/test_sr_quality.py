@@ -35,7 +35,8 @@ def scene(b: int = 3, c: int = 4, n: int = 96, seed: int = 0) -> torch.Tensor:
     radius = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).clamp_min(1 / n)
     texture = torch.fft.ifft2(torch.fft.fft2(torch.randn(b, 1, n, n, generator=g)) / radius).real
     texture = texture / texture.std()
-    blocks = F.interpolate(torch.rand(b, 1, n // 8, n // 8, generator=g), scale_factor=8)
+    blocks = F.interpolate(torch.rand(b, 1, -(-n // 8), -(-n // 8), generator=g), scale_factor=8)
+    blocks = blocks[..., :n, :n]
     gains = torch.rand(1, c, 1, 1, generator=g) * 0.5 + 0.75
     return (0.15 + 0.05 * (0.6 * texture + 1.5 * blocks) * gains).clamp(0.01, 0.6)
 
@@ -194,8 +195,7 @@ def test_matches_opensr_test(triplet, norm):
     opensr-test's spatial harmonisation (phase correlation) is switched off: bsrlc does not
     align the SR (psnr_shift searches shifts instead). Its default border of 16 fails at x3.
     """
-    import opensr_test
-
+    opensr_test = pytest.importorskip("opensr_test")  # missing satalign/cv2 etc.: skip too
     lr, hr = triplet
     bicubic = bicubic_upsample(lr, 3)
     cases = {
@@ -230,3 +230,159 @@ def test_matches_opensr_test(triplet, norm):
             assert ours[k] == pytest.approx(theirs[their_key], rel=1e-4, abs=1e-6), (name, k)
     with pytest.raises(ValueError, match="height"):  # opensr-test's own border at x3
         opensr_test.Metrics().compute(lr=lr[0], sr=hr[0], hr=hr[0])
+
+
+# -- the command ------------------------------------------------------------------------------
+
+ALL_KEYS = ("psnr", "ssim", "sam", "ergas", *QUALITY_KEYS)
+
+
+def write(path, array, res, origin=(500_000.0, 5_600_000.0), dtype="float32", **profile):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    array = array.numpy() if isinstance(array, torch.Tensor) else array
+    kwargs = dict(
+        driver="GTiff",
+        width=array.shape[-1],
+        height=array.shape[-2],
+        count=array.shape[0],
+        dtype=dtype,
+        crs="EPSG:32633",
+        transform=from_origin(*origin, res, res),
+    )
+    kwargs.update(profile)
+    with rasterio.open(path, "w", **kwargs) as dst:
+        dst.write(array.astype(dtype))
+        dst.descriptions = tuple(f"B{i}_P50" for i in range(array.shape[0]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def rasters(tmp_path_factory):
+    """HR int16 (x 1e-4 by default), SR uint16 with GDAL scale/offset tags, LR float32."""
+    d = tmp_path_factory.mktemp("srq")
+    hr = scene(b=1, c=3, n=120, seed=11)[0]
+    hr = (hr * 10_000).round() / 10_000  # what the int16 file holds
+    sr = hr + 0.004 * high_pass_noise(hr[None], seed=4)[0]
+    sr = (sr * 10_000).round() / 10_000
+    lr = F.avg_pool2d(hr[None], 3)[0]
+    paths = {
+        "hr": write(d / "hr.tif", (hr * 10_000).round(), 10, dtype="int16"),
+        "lr": write(d / "lr.tif", lr, 30),
+        "sr": d / "sr.tif",
+    }
+    import rasterio
+
+    write(paths["sr"], ((sr + 0.1) * 10_000).round(), 10, dtype="uint16")
+    with rasterio.open(paths["sr"], "r+") as dst:
+        dst.scales = (1e-4,) * 3
+        dst.offsets = (-0.1,) * 3
+    return d, paths, (sr, lr, hr)
+
+
+def test_command_writes_every_key(rasters, capsys):
+    from bsrlc.evaluation.sr import main
+
+    d, p, (sr, lr, hr) = rasters
+    out = d / "scores.json"
+    main([f"sr={p['sr']}", f"hr={p['hr']}", f"lr={p['lr']}", f"out={out}", "tile=45"])
+    assert capsys.readouterr().out.strip() == str(out)
+    import json
+
+    scores = json.loads(out.read_text())
+    for row in (scores, scores["bicubic"], scores["bicubic_harmonised"], scores["hr"]):
+        assert set(ALL_KEYS) <= set(row)
+    assert scores["inputs"]["reflectance"] == {
+        "sr": "GDAL scale/offset tags",
+        "hr": "integer: x 1e-4",
+        "lr": "float: as stored",
+    }
+    assert scores["tiles"] == {"scored": 4, "skipped_nodata": 0}
+    assert scores["pixels_scored"] == 90 * 90
+    floor = scores["hr"]
+    assert floor["psnr"] is None and floor["psnr_shift"] is None  # infinite
+    assert floor["spectrum_error"] == 0 and floor["hallucination"] == 0
+    assert floor["consistency"] < 1e-6 and floor["ssim"] == pytest.approx(1)
+    assert scores["bicubic"]["spectrum_error"] > 1 > scores["spectrum_error"]
+    assert scores["psnr"] > scores["bicubic_harmonised"]["psnr"] >= scores["bicubic"]["psnr"]
+    # the tiles and their halo: pooled scores equal the in-memory ones of the whole raster
+    q = SRQuality(border=15)
+    q.update(sr[None], lr[None], hr[None])
+    whole = q.compute()
+    assert scores["consistency"] == pytest.approx(float(whole["consistency"]), rel=1e-4)
+    plain = SRMetrics()
+    plain.update(sr[None, :, 15:-15, 15:-15], hr[None, :, 15:-15, 15:-15])
+    assert scores["psnr"] == pytest.approx(float(plain.compute()["psnr"]), abs=1e-3)
+    one_tile = d / "one.json"
+    main([f"sr={p['sr']}", f"hr={p['hr']}", f"lr={p['lr']}", f"out={one_tile}", "tile=1000"])
+    single = json.loads(one_tile.read_text())
+    for k in QUALITY_KEYS:
+        assert single[k] == pytest.approx(float(whole[k]), rel=1e-4, abs=1e-6), k
+
+
+def one_line_error(capsys, argv) -> str:
+    from bsrlc.evaluation.sr import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+def test_command_bad_inputs(rasters, capsys):
+    d, p, (sr, lr, hr) = rasters
+    out = f"out={d / 'bad.json'}"
+    other_grid = write(d / "sr_shifted.tif", sr, 10, origin=(500_010.0, 5_600_000.0))
+    err = one_line_error(capsys, [f"sr={other_grid}", f"hr={p['hr']}", f"lr={p['lr']}", out])
+    assert "sr_shifted.tif" in err and "hr.tif" in err and "resample" in err
+    small = write(d / "sr_small.tif", sr[:, :90, :90], 10)
+    err = one_line_error(capsys, [f"sr={small}", f"hr={p['hr']}", f"lr={p['lr']}", out])
+    assert "sr_small.tif" in err and "hr.tif" in err
+    off_grid = write(d / "lr_off.tif", lr, 30, origin=(500_015.0, 5_600_000.0))
+    err = one_line_error(capsys, [f"sr={p['sr']}", f"hr={p['hr']}", f"lr={off_grid}", out])
+    assert "lr_off.tif" in err and "hr.tif" in err and "gdalwarp" in err
+    coarse = write(d / "lr_20m.tif", F.avg_pool2d(hr[None], 2)[0], 20)
+    err = one_line_error(capsys, [f"sr={p['sr']}", f"hr={p['hr']}", f"lr={coarse}", out])
+    assert "lr_20m.tif" in err and "ratio 3" in err
+    part = write(d / "lr_part.tif", lr[:, :30, :30], 30)
+    err = one_line_error(capsys, [f"sr={p['sr']}", f"hr={p['hr']}", f"lr={part}", out])
+    assert "lr_part.tif" in err and "not inside the LR" in err
+    err = one_line_error(
+        capsys, [f"sr={p['sr']}", f"hr={p['hr']}", f"lr={p['lr']}", out, "bands=NIR"]
+    )
+    assert "NIR" in err
+    err = one_line_error(capsys, [f"sr={p['sr']}", f"hr={p['hr']}", out, "scael=3"])
+    assert "scale" in err
+    err = one_line_error(capsys, [f"sr={p['sr']}", f"hr={p['hr']}", out])
+    assert "lr=" in err
+    err = one_line_error(
+        capsys, [f"sr={p['sr']}", f"hr={p['hr']}", f"lr={p['lr']}", out, "border=16"]
+    )
+    assert "multiple" in err
+
+
+def test_command_skips_nodata_tiles_and_helps_fast(rasters, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from bsrlc.evaluation.sr import main
+
+    _, p, (sr, _, _) = rasters
+    holey = sr.clone()
+    holey[:, 20, 20] = -1
+    path = write(tmp_path / "sr_nodata.tif", holey, 10, nodata=-1)
+    main([f"sr={path}", f"hr={p['hr']}", f"lr={p['lr']}", f"out={tmp_path / 's.json'}", "tile=45"])
+    assert json.loads((tmp_path / "s.json").read_text())["tiles"] == {
+        "scored": 3,
+        "skipped_nodata": 1,
+    }
+    code = (
+        "import sys; from bsrlc.evaluation import sr; sr.main(['--help']); "
+        "assert 'torch' not in sys.modules and 'rasterio' not in sys.modules"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.startswith("usage: python -m bsrlc.evaluation.sr")

@@ -869,6 +869,9 @@ class SpectrumError(Metric):
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
+    sr: Tensor
+    hr: Tensor
+    counts: Tensor
 
     def __init__(self, n_bins: int = 32, bands: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
