@@ -32,9 +32,11 @@ from bsrlc.data.chips import (
     eval_loader,
     valid_corners,
 )
+from bsrlc.data.reflectance import SCALE_KEY, Scaling, check_reflectance, raster_scaling
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.raster import (
+    RasterInfo,
     check_aligned,
     expand_band_patterns,
     raster_info,
@@ -73,6 +75,7 @@ class PairedPatches(Dataset):
         augment: random dihedral transforms (the same for LR and HR).
         length: samples per epoch drawn at random (with replacement); None = every corner once.
         seed: base seed of the random draws.
+        offsets: reflectance offsets of the LR and HR caches (added after their ``scale``).
     """
 
     def __init__(
@@ -87,11 +90,15 @@ class PairedPatches(Dataset):
         augment: bool = False,
         length: int | None = None,
         seed: int = 0,
+        offsets: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.lr, self.hr, self.corners = lr, hr, corners
         self.patch, self.scale = patch, scale
         self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
+        # (x + offset - mean) / std: the offsets go into the means
+        self.lr_mean = self.mean - float(offsets[0])
+        self.hr_mean = self.mean - float(offsets[1])
         self.augment, self.length, self.seed = augment, length, seed
         self.epoch = 0
 
@@ -115,8 +122,8 @@ class PairedPatches(Dataset):
         n, s = self.patch, self.scale
         lr = torch.from_numpy(self.lr.patch(r, c, n))
         hr = torch.from_numpy(self.hr.patch(s * r, s * c, s * n))
-        lr = (lr - self.mean) / self.std
-        hr = (hr - self.mean) / self.std
+        lr = (lr - self.lr_mean) / self.std
+        hr = (hr - self.hr_mean) / self.std
         if k:
             lr, hr = dihedral(lr, k), dihedral(hr, k)
         return {"lr": lr, "hr": hr}
@@ -135,6 +142,13 @@ class PairedSRDataModule(L.LightningDataModule):
     description across them (``lr_path=a.tif+b.tif``, or a list in YAML), stacked into a VRT
     under ``cache_dir/vrt`` (:func:`bsrlc.raster.resolve_raster`).
 
+    Each raster's stored values become reflectance by its own scaling
+    (:mod:`bsrlc.data.reflectance`: ``input_scale`` if given, else its GDAL scale/offset tags,
+    else 1 for float and 1e-4 for integer data), checked against a plausible reflectance range
+    before anything is cached. The number of bands (:attr:`in_bands`) and the scalings
+    (:attr:`input_scaling`) are known from the files' headers before :meth:`setup`, so the model
+    can be sized from the data.
+
     Args:
         lr_path: the LR STM raster (a file, a VRT or a group).
         hr_path: the HR STM raster (a file, a VRT or a group), on a grid nested in the LR one.
@@ -151,6 +165,8 @@ class PairedSRDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         cache_dir: where the chip caches are written.
         seed: seed of the training draws.
+        input_scale: reflectance per stored value: None decides per raster (tags, data type),
+            a number applies to both rasters, a pair ``[lr, hr]`` to each.
     """
 
     def __init__(
@@ -170,6 +186,7 @@ class PairedSRDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
+        input_scale: float | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         vrt_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) / "vrt"
@@ -182,8 +199,10 @@ class PairedSRDataModule(L.LightningDataModule):
         self.test_region, self.val_region, self.val_fraction = test_region, val_region, val_fraction
         self.buffer, self.augment, self.num_workers = buffer, augment, num_workers
         self.cache_dir, self.seed = cache_dir, seed
+        self.scale_override = _scale_pair(input_scale)
         self.norm_stats: dict[str, list[float]] | None = None
         self.bands: list[str] = []
+        self._inputs: tuple[RasterInfo, RasterInfo, dict[str, Scaling]] | None = None
         self.skipped: dict[str, int] = {}
         self._datasets: dict[str, PairedPatches] = {}
 
@@ -199,11 +218,51 @@ class PairedSRDataModule(L.LightningDataModule):
         """Check the pair and fill the chip caches (once, on one process)."""
         self._caches()
 
+    def _inspect(self) -> tuple[RasterInfo, RasterInfo, dict[str, Scaling]]:
+        """Check the pair from its headers (and a decimated view); find bands and scalings.
+
+        Done once; no pixel is cached here, so a problem is reported before anything is read.
+        """
+        if self._inputs is None:
+            lr_info, hr_info = raster_info(self.lr_path), raster_info(self.hr_path)
+            check_aligned(lr_info, hr_info, self.scale)
+            bands = expand_band_patterns(lr_info, self.band_patterns)
+            expand_band_patterns(hr_info, bands)  # the HR raster must have the same bands
+            scalings = {}
+            for role, info, override in zip(
+                ("lr", "hr"), (lr_info, hr_info), self.scale_override, strict=True
+            ):
+                scalings[role] = raster_scaling(info, bands, override)
+                check_reflectance(info, bands, scalings[role], role.upper())
+                log.info("%s: reflectance = value %s", info.name, scalings[role].describe())
+            self.bands = bands
+            self._inputs = (lr_info, hr_info, scalings)
+        return self._inputs
+
+    @property
+    def in_bands(self) -> int:
+        """The number of bands the model sees (read from the rasters' headers)."""
+        self._inspect()
+        return len(self.bands)
+
+    def describe_bands(self) -> str:
+        """Where :attr:`in_bands` comes from, for messages.
+
+        Returns:
+            E.g. ``"lr.tif has 18 bands selected by data.bands (BLU_P25 ... SW2_P75)"``.
+        """
+        lr_info = self._inspect()[0]
+        few = len(self.bands) <= 4
+        shown = ", ".join(self.bands) if few else f"{self.bands[0]} ... {self.bands[-1]}"
+        return f"{lr_info.name} has {len(self.bands)} bands selected by data.bands ({shown})"
+
+    @property
+    def input_scaling(self) -> dict[str, Scaling]:
+        """The LR and HR rasters' scalings to reflectance (``{"lr": ..., "hr": ...}``)."""
+        return dict(self._inspect()[2])
+
     def _caches(self) -> tuple[RasterCache, RasterCache]:
-        lr_info, hr_info = raster_info(self.lr_path), raster_info(self.hr_path)
-        check_aligned(lr_info, hr_info, self.scale)
-        self.bands = expand_band_patterns(lr_info, self.band_patterns)
-        expand_band_patterns(hr_info, self.bands)  # the HR raster must have the same bands
+        lr_info, hr_info, scalings = self._inspect()
         s = self.scale
         # Where the HR origin lies on the LR grid (whole LR pixels; check_aligned made sure).
         c_shift = round((hr_info.transform.c - lr_info.transform.c) / lr_info.res[0])
@@ -219,13 +278,18 @@ class PairedSRDataModule(L.LightningDataModule):
             )
         # Both caches start at the same corner of the common extent.
         lr = RasterCache(
-            self.lr_path, self.bands, Window(lr_c0, lr_r0, cols, rows), cache_dir=self.cache_dir
+            self.lr_path,
+            self.bands,
+            Window(lr_c0, lr_r0, cols, rows),
+            cache_dir=self.cache_dir,
+            scale=scalings["lr"].scale,
         )
         hr = RasterCache(
             self.hr_path,
             self.bands,
             Window(hr_c0, hr_r0, cols * s, rows * s),
             cache_dir=self.cache_dir,
+            scale=scalings["hr"].scale,
         )
         return lr, hr
 
@@ -263,7 +327,8 @@ class PairedSRDataModule(L.LightningDataModule):
             val[free_rows[:k]] = True  # the first rows that hold no test pixel
         train = ~grow(test | val, self.buffer)
         val &= ~grow(test, self.buffer)
-        self.norm_stats = _band_stats(lr, valid & train)
+        scalings = self.input_scaling
+        self.norm_stats = _band_stats(lr, valid & train, scalings["lr"].offset)
         mean = np.asarray(self.norm_stats["mean"], np.float32)
         std = np.asarray(self.norm_stats["std"], np.float32)
 
@@ -301,6 +366,7 @@ class PairedSRDataModule(L.LightningDataModule):
             "scale": s,
             "mean": mean,
             "std": std,
+            "offsets": (scalings["lr"].offset, scalings["hr"].offset),
         }
         self._datasets = {
             "train": PairedPatches(
@@ -378,7 +444,24 @@ def _window_info(cache: RasterCache) -> Any:
     )
 
 
-def _band_stats(cache: RasterCache, mask: np.ndarray) -> dict[str, list[float]]:
+def _scale_pair(value: Any) -> tuple[float | None, float | None]:
+    """``input_scale`` as (LR, HR): None, one number for both, or a pair."""
+    if value is None:
+        return None, None
+    given = [value] * 2 if isinstance(value, int | float | str) else list(value)
+    try:
+        values = [None if v is None else float(v) for v in given]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 2:
+        raise ConfigError(
+            f"{SCALE_KEY}={value}: give one number (both rasters), [LR, HR] or null (from the "
+            "rasters)"
+        )
+    return values[0], values[1]
+
+
+def _band_stats(cache: RasterCache, mask: np.ndarray, offset: float = 0.0) -> dict[str, Any]:
     """Per-band mean and std (reflectance) over the masked pixels, computed in row blocks."""
     c = len(cache.bands)
     total = np.zeros(c)
@@ -396,4 +479,5 @@ def _band_stats(cache: RasterCache, mask: np.ndarray) -> dict[str, list[float]]:
         raise InputError(f"{cache.info.path}: no valid pixel in the training region")
     mean = total / count
     std = np.sqrt(np.maximum(total2 / count - mean**2, 1e-12))
+    mean += offset
     return {"mean": mean.tolist(), "std": np.maximum(std, 1e-4).tolist(), "bands": cache.bands}

@@ -1,0 +1,178 @@
+"""Stored values to reflectance: which scale a raster's pixels take, and a check that it fits.
+
+STMs are stored in many ways: int16 reflectance x 10000 (FORCE, bsrlc's own STMs), uint16 with
+GDAL scale/offset tags (Sentinel-2 L2A since baseline 04.00: ``DN x 1e-4 - 0.1``), float32
+reflectance (0-1). A model is trained on reflectance, so each raster is scaled by the first of
+these that applies (:func:`raster_scaling`):
+
+1. the configured scale (``data.input_scale``), when given;
+2. the raster's GDAL scale/offset tags (``gdalinfo`` shows them as ``Offset: ..., Scale: ...``),
+   when any selected band has them;
+3. 1 for floating-point rasters (taken as reflectance);
+4. 1e-4 for integer rasters (reflectance x 10000).
+
+A wrong scale trains without complaint on values 10000 times off (float reflectance x 1e-4
+gives normalisation statistics of ~1e-5), so :func:`check_reflectance` reads a decimated view
+of the raster and refuses values outside a plausible reflectance range after scaling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.enums import Resampling
+
+from bsrlc.errors import InputError
+from bsrlc.raster import RasterInfo, band_indices, open_raster
+
+DN_SCALE = 1e-4
+"""Reflectance per stored unit of an integer raster without scale/offset tags."""
+
+PLAUSIBLE = (-0.5, 2.0)
+"""Reflectance range the 1st and 99th percentiles of every band must lie in after scaling."""
+
+TOO_SMALL = 1e-3
+"""The largest band's 99th percentile must reach this (a float 0-1 raster scaled by 1e-4
+peaks at 1e-4)."""
+
+SAMPLE_EDGE = 512
+"""The range check reads a decimated view of at most this many pixels a side."""
+
+SCALE_KEY = "data.input_scale"
+"""The config key that overrides the scale (named in messages)."""
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Reflectance = stored value x ``scale`` + ``offset``.
+
+    Attributes:
+        scale: reflectance per stored unit.
+        offset: reflectance of a stored 0.
+        source: why this scale was chosen (for logs and messages).
+    """
+
+    scale: float
+    offset: float
+    source: str
+
+    def describe(self) -> str:
+        """The scaling in words, e.g. ``"x 0.0001 + -0.1 (GDAL scale/offset tags)"``."""
+        offset = f" + {self.offset:g}" if self.offset else ""
+        return f"x {self.scale:g}{offset} ({self.source})"
+
+
+def raster_scaling(
+    info: RasterInfo, bands: Sequence[str], override: float | None = None
+) -> Scaling:
+    """The scaling of a raster's selected bands, by the rules of the module docstring.
+
+    Args:
+        info: the raster.
+        bands: the selected band descriptions.
+        override: the configured scale (offset 0), or None to decide from the raster.
+
+    Returns:
+        The scaling.
+
+    Raises:
+        InputError: if the selected bands carry different scale/offset tags (one scaling
+            applies to every band of a raster), or the override is not a positive number.
+    """
+    if override is not None:
+        value = float(override)
+        if not math.isfinite(value) or value <= 0:
+            raise InputError(f"{SCALE_KEY}={override}: give a positive number (or null)")
+        return Scaling(value, 0.0, SCALE_KEY)
+    idx = band_indices(info, bands)
+    with open_raster(info.path) as src:
+        scales = [float(src.scales[i - 1]) for i in idx]
+        offsets = [float(src.offsets[i - 1]) for i in idx]
+        kind = np.dtype(src.dtypes[idx[0] - 1]).kind
+    if any(s != 1.0 for s in scales) or any(o != 0.0 for o in offsets):
+        pairs = sorted({(s, o) for s, o in zip(scales, offsets, strict=True)})
+        if len(pairs) > 1:
+            shown = ", ".join(f"x {s:g} + {o:g}" for s, o in pairs[:4])
+            raise InputError(
+                f"{info.name}: the selected bands have different GDAL scale/offset tags "
+                f"({shown}); bsrlc scales all bands of a raster alike: rewrite the file with "
+                f"one scale (gdal_translate -unscale -ot Float32) or set {SCALE_KEY}="
+            )
+        return Scaling(scales[0], offsets[0], "GDAL scale/offset tags")
+    if kind == "f":
+        return Scaling(1.0, 0.0, "floating-point values taken as reflectance")
+    return Scaling(DN_SCALE, 0.0, "integer values without scale/offset tags: reflectance x 10000")
+
+
+def reflectance_range(
+    info: RasterInfo, bands: Sequence[str], scaling: Scaling
+) -> tuple[float, float] | None:
+    """The smallest 1st and largest 99th percentile of the selected bands, as reflectance.
+
+    Reads a decimated view (at most :data:`SAMPLE_EDGE` pixels a side, nearest neighbour);
+    nodata and non-finite pixels are left out.
+
+    Args:
+        info: the raster.
+        bands: the selected band descriptions.
+        scaling: the scaling to apply.
+
+    Returns:
+        (low, high), or None when the view holds no valid pixel.
+    """
+    idx = band_indices(info, bands)
+    step = max(1, math.ceil(max(info.width, info.height) / SAMPLE_EDGE))
+    shape = (len(idx), max(1, info.height // step), max(1, info.width // step))
+    with open_raster(info.path) as src:
+        data = src.read(idx, out_shape=shape, resampling=Resampling.nearest)
+    valid = np.ones(shape[1:], bool)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(0)
+    if info.nodata is not None and not np.isnan(info.nodata):
+        valid &= (data != info.nodata).all(0)
+    if not valid.any():
+        return None
+    values = data[:, valid].astype(np.float64) * scaling.scale + scaling.offset
+    low = np.percentile(values, 1, axis=1)
+    high = np.percentile(values, 99, axis=1)
+    return float(low.min()), float(high.max())
+
+
+def check_reflectance(
+    info: RasterInfo, bands: Sequence[str], scaling: Scaling, role: str = ""
+) -> tuple[float, float] | None:
+    """Refuse a raster whose values are no reflectance after scaling.
+
+    Args:
+        info: the raster.
+        bands: the selected band descriptions.
+        scaling: its scaling.
+        role: ``"LR"``, ``"HR"`` or ``""``, for the message.
+
+    Returns:
+        The range of :func:`reflectance_range` (None: no valid pixel in the sample).
+
+    Raises:
+        InputError: one line naming the file, the range found, the scaling used and
+            ``data.input_scale`` as the fix.
+    """
+    found = reflectance_range(info, bands, scaling)
+    if found is None:
+        return None
+    low, high = found
+    if PLAUSIBLE[0] <= low and high <= PLAUSIBLE[1] and high >= TOO_SMALL:
+        return found
+    what = f"{role} raster " if role else ""
+    hint = (
+        "values far below reflectance"
+        if high < TOO_SMALL
+        else f"values outside the reflectance range {PLAUSIBLE[0]:g} to {PLAUSIBLE[1]:g}"
+    )
+    raise InputError(
+        f"{info.name}: {what}1st-99th percentile {low:.4g} to {high:.4g} after scaling "
+        f"{scaling.describe()}: {hint}; set {SCALE_KEY}= to the reflectance of one stored "
+        f"unit (1e-4 for reflectance x 10000, 1 for reflectance; [LR, HR] for two scales)"
+    )
