@@ -28,6 +28,14 @@ def _chip_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep run folders of the tests (train.py subprocesses too) out of the user's runs."""
+    path = tmp_path_factory.mktemp("runs")
+    os.environ["BSRLC_ROOT"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_stms(tiny_world):
     """STMs of every period and sensor of the tiny world: {sensor: {label: path}}."""
