@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bsrlc.checkpoints import check_checkpoint
 from bsrlc.console import quiet_lightning
@@ -163,6 +163,92 @@ def _build(cfg: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
+def _key_paths(node: Any, name: str, prefix: str = "") -> list[str]:
+    """Dotted paths of every key called ``name`` in a plain nested dict."""
+    out = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            path = f"{prefix}{k}"
+            if k == name:
+                out.append(path)
+            out.extend(_key_paths(v, name, path + "."))
+    return out
+
+
+def size_model_from_data(cfg: DictConfig, datamodule: Any) -> None:
+    """Set every ``in_bands`` of the model config to the number of bands the data has.
+
+    A datamodule that knows its band count before setup exposes it as ``in_bands`` (and
+    ``describe_bands()`` for messages); the model config's ``in_bands`` keys (the SR generator's
+    and discriminator's) are filled in where null and checked where given, so a model never
+    meets data of another band count deep inside training.
+
+    Args:
+        cfg: the run config (``cfg.model`` is changed in place).
+        datamodule: the datamodule.
+
+    Raises:
+        ConfigError: one line naming the raster, its band count and the key, when a configured
+            value disagrees with the data.
+    """
+    if not isinstance(getattr(type(datamodule), "in_bands", None), property):
+        return
+    n = int(datamodule.in_bands)
+    tree = OmegaConf.to_container(cfg.model, resolve=False)
+    for path in _key_paths(tree, "in_bands"):
+        value = OmegaConf.select(cfg.model, path)
+        if value is None:
+            OmegaConf.update(cfg.model, path, n)
+        elif int(value) != n:
+            describe = getattr(datamodule, "describe_bands", None)
+            source = describe() if callable(describe) else f"the data has {n} bands"
+            raise ConfigError(
+                f"model.{path}={value} does not match the data: {source}; set "
+                f"model.{path}={n}, or null to take it from the data"
+            )
+    log.info("model input: %d bands (from the data)", n)
+
+
+def steps_from_model(cfg: DictConfig, model: Any) -> None:
+    """Set ``trainer.max_steps`` from a model whose phases define the run's length.
+
+    A model with ``planned_steps()`` (the SR task: pretraining + adversarial batches) fixes the
+    run's length and learning-rate schedule. ``trainer.max_steps`` unset (-1 or null) becomes
+    that length; a smaller value stops the run early on the same schedule (a warning says so);
+    a larger one is refused, since no schedule covers the extra steps.
+
+    Args:
+        cfg: the run config (``cfg.trainer.max_steps`` is changed in place).
+        model: the LightningModule.
+
+    Raises:
+        ConfigError: if ``trainer.max_steps`` exceeds the planned steps.
+    """
+    planned = getattr(model, "planned_steps", None)
+    if not callable(planned) or not cfg.get("train"):
+        return
+    total = int(planned())
+    describe = getattr(model, "describe_steps", None)
+    phases = describe() if callable(describe) else f"{total} steps"
+    given = cfg.trainer.get("max_steps")
+    if given is None or int(given) < 0:
+        with open_dict(cfg.trainer):
+            cfg.trainer.max_steps = total
+        log.info("training %s", phases)
+    elif int(given) > total:
+        raise ConfigError(
+            f"trainer.max_steps={given} is longer than the schedule ({phases}); lengthen a "
+            "phase instead (the phases set the run's length), or drop trainer.max_steps"
+        )
+    elif int(given) < total:
+        log.warning(
+            "trainer.max_steps=%s stops the run before its schedule ends (%s); to shorten the "
+            "schedule itself, shorten a phase",
+            given,
+            phases,
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test the experiment described by ``cfg``.
 
@@ -178,6 +264,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     log.info("datamodule <%s>", cfg.data._target_)
     datamodule: L.LightningDataModule = _build(cfg.data, _recursive_=False)
+    size_model_from_data(cfg, datamodule)
     files = getattr(datamodule, "data_files", None)
     fingerprint = run_fingerprint(cfg, files() if callable(files) else None)
     ckpt_path, resume_state = None, None
@@ -191,6 +278,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_fingerprint(cfg.paths.output_dir, fingerprint)
     log.info("model <%s>", cfg.model._target_)
     model: L.LightningModule = _build(cfg.model, _recursive_=False)
+    steps_from_model(cfg, model)
     callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
     callbacks.append(ResumeState(fingerprint))
     test_ckpt = None if cfg.get("train") else safe_ckpt_path(cfg.ckpt_path, cfg)

@@ -24,9 +24,9 @@ def _sr_overrides(world, stms):
         "data.samples_per_epoch=16",
         "data.cache_dir=null",
         "logger=csv",
-        "trainer.max_steps=6",
         "trainer.val_check_interval=3",
         "model.pretrain_steps=2",
+        "model.adversarial_steps=4",
         "model.adv_ramp_steps=2",
         "model.generator.channels=8",
         "model.generator.n_blocks=1",
@@ -112,28 +112,25 @@ def test_resume_continues_exactly_with_the_same_wandb_run(tmp_path, tiny_world, 
     base = [
         o
         for o in _sr_overrides(tiny_world, tiny_stms)
-        if not o.startswith(("trainer.max_steps", "logger="))
+        if not o.startswith(("model.adversarial_steps", "logger="))
     ]
-    # no LR schedule tied to max_steps: the interrupted run must use the same config
+    # 8 steps of phases; the learning rates follow the phases, not trainer.max_steps, so a run
+    # stopped at 4 and resumed goes on as the uninterrupted run
     base += [
         "logger=wandb",
         "trainer.val_check_interval=4",
         "test=false",
         "model.panel_every_n_epochs=0",
-        "model.scheduler_g=null",
+        "model.adversarial_steps=6",
     ]
-    full = compose_train([*base, "trainer.max_steps=8"], tmp_path / "full")
+    full = compose_train(base, tmp_path / "full")
     train(full)
     first = compose_train([*base, "trainer.max_steps=4"], tmp_path / "part")
     train(first)
     run_id = (tmp_path / "part" / "wandb_id.txt").read_text()
     assert (tmp_path / "full" / "wandb_id.txt").read_text() != run_id  # separate runs
     resumed = compose_train(
-        [
-            *base,
-            "trainer.max_steps=8",
-            f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}",
-        ],
+        [*base, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"],
         tmp_path / "part",
     )
     train(resumed)

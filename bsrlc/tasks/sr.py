@@ -5,11 +5,18 @@ Two optimisers are stepped by hand (manual optimisation). Lightning counts every
 ``max_steps`` would stop training halfway. Here the generator step is the counted one and the
 discriminator is stepped through the strategy directly (precision plugin included, progress
 counter not), so ``global_step``, ``max_steps`` and ``log_every_n_steps`` always mean batches.
+
+The run's length is its phases': ``pretrain_steps`` batches of content losses, then
+``adversarial_steps`` batches with the discriminator. The learning rates follow
+:class:`PhaseSchedule`, a shape per phase (``lr_schedule``), so a phase can be lengthened or
+shortened without touching the other's schedule; ``trainer.max_steps`` is derived from the
+phases (:meth:`SRGANTask.planned_steps`, applied by :func:`bsrlc.training.train`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -33,6 +40,88 @@ from bsrlc.tasks.panels import log_image
 
 log = logging.getLogger(__name__)
 
+PHASE_KEYS = {"shape": "constant", "start": 1.0, "end": 1.0, "warmup": 0}
+"""The keys of one phase in ``lr_schedule`` and their defaults."""
+
+SHAPES = ("constant", "linear", "cosine")
+
+
+def phase_spec(name: str, spec: dict[str, Any] | None, steps: int) -> dict[str, Any]:
+    """One phase of ``model.lr_schedule``, completed with defaults and checked.
+
+    Args:
+        name: the phase (``pretrain``, ``adversarial``, ``discriminator``), for messages.
+        spec: its config (missing keys take :data:`PHASE_KEYS`' defaults).
+        steps: the phase's length in batches.
+
+    Returns:
+        ``{"steps", "shape", "start", "end", "warmup"}``.
+
+    Raises:
+        ConfigError: for an unknown key or shape, a negative factor or a warmup longer than
+            the phase.
+    """
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - set(PHASE_KEYS))
+    key = f"model.lr_schedule.{name}"
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key; use {', '.join(PHASE_KEYS)}")
+    out = {**PHASE_KEYS, **spec, "steps": int(steps)}
+    if out["shape"] not in SHAPES:
+        raise ConfigError(f"{key}.shape={out['shape']}: use {', '.join(SHAPES)}")
+    for name_, kind in (("start", float), ("end", float), ("warmup", int)):
+        out[name_] = kind(out[name_])
+    if out["start"] < 0 or out["end"] < 0:
+        raise ConfigError(f"{key}: start and end are factors of the optimiser's lr, >= 0")
+    if out["warmup"] < 0 or (out["steps"] and out["warmup"] >= out["steps"]):
+        raise ConfigError(
+            f"{key}.warmup={out['warmup']}: give 0 up to the phase's length ({out['steps']} "
+            "steps) minus one"
+        )
+    return out
+
+
+class PhaseSchedule:
+    """Learning-rate factor per step over consecutive phases (for ``LambdaLR``).
+
+    Within a phase of ``steps`` batches, the factor rises linearly over the first ``warmup``
+    batches (``start x (t + 1) / (warmup + 1)`` at batch t), then goes from ``start`` (the first
+    batch after the warmup) to ``end`` (the phase's last batch) as a half cosine, a line, or
+    stays at ``start`` (``constant``). The next phase starts at its own ``start``. After the
+    last phase the factor stays at its ``end``.
+
+    Args:
+        phases: the phases in order, as returned by :func:`phase_spec`.
+    """
+
+    def __init__(self, phases: list[dict[str, Any]]) -> None:
+        self.phases = [dict(p) for p in phases if int(p["steps"]) > 0]
+
+    def __call__(self, step: int) -> float:
+        """The factor at a 0-based step."""
+        if not self.phases:
+            return 1.0
+        for phase in self.phases:
+            if step < phase["steps"]:
+                return _phase_factor(phase, step)
+            step -= phase["steps"]
+        last = self.phases[-1]
+        return _phase_factor(last, last["steps"] - 1)
+
+
+def _phase_factor(phase: dict[str, Any], t: int) -> float:
+    """The factor at batch ``t`` of a phase (see :class:`PhaseSchedule`)."""
+    start, end, warmup = phase["start"], phase["end"], phase["warmup"]
+    if t < warmup:
+        return start * (t + 1) / (warmup + 1)
+    if phase["shape"] == "constant":
+        return start
+    span = phase["steps"] - warmup - 1
+    u = min(1.0, (t - warmup) / span) if span > 0 else 0.0
+    if phase["shape"] == "linear":
+        return start + (end - start) * u
+    return end + (start - end) * (1 + math.cos(math.pi * u)) / 2
+
 
 class SRGANTask(L.LightningModule):
     """Train a super-resolution generator (optionally adversarially) on LR/HR patch pairs.
@@ -42,11 +131,17 @@ class SRGANTask(L.LightningModule):
         discriminator: config of the discriminator; None trains the generator alone (L1 etc.).
         optimizer_g: partial optimiser config for the generator.
         optimizer_d: partial optimiser config for the discriminator.
-        scheduler_g: partial LR scheduler config for the generator (stepped per batch) or None.
-        scheduler_d: the same for the discriminator.
+        scheduler_g: a partial LR scheduler config for the generator (stepped per batch) that
+            replaces its phase schedule; None follows ``lr_schedule``.
+        scheduler_d: the same for the discriminator (stepped per adversarial batch).
         scale: the resolution ratio.
         pretrain_steps: generator-only (content loss) batches before the adversarial phase.
         adv_ramp_steps: batches over which the adversarial weights rise linearly to full.
+        adversarial_steps: batches of the adversarial phase (content losses alone when there is
+            no discriminator).
+        lr_schedule: learning-rate factors of the phases ``pretrain`` and ``adversarial``
+            (generator) and ``discriminator`` (its steps in the adversarial phase), each
+            ``{shape: constant|linear|cosine, start, end, warmup}`` (:class:`PhaseSchedule`).
         w_l1: L1 content loss weight.
         w_sam: spectral angle loss weight.
         w_adv: adversarial loss weight (full strength).
@@ -86,6 +181,8 @@ class SRGANTask(L.LightningModule):
         data_range: float = 0.5,
         monitor: str = "val/psnr",
         monitor_mode: str = "max",
+        adversarial_steps: int = 0,
+        lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if adversarial not in {"bce", "hinge"}:
@@ -94,8 +191,23 @@ class SRGANTask(L.LightningModule):
         generator, discriminator = plain(generator), plain(discriminator)
         optimizer_g, optimizer_d = plain(optimizer_g), plain(optimizer_d)
         scheduler_g, scheduler_d = plain(scheduler_g), plain(scheduler_d)
+        lr_schedule = plain(lr_schedule) or {}
         rgb = tuple(rgb)
+        for role, conf in (("generator", generator), ("discriminator", discriminator)):
+            if conf and "in_bands" in conf and conf["in_bands"] is None:
+                raise ConfigError(
+                    f"model.{role}.in_bands is null and no data sized it: train with train.py "
+                    "(it takes the number of bands from the data) or give the number"
+                )
+        _check_phases(pretrain_steps, adversarial_steps, adv_ramp_steps, discriminator)
+        unknown = sorted(set(lr_schedule) - {"pretrain", "adversarial", "discriminator"})
+        if unknown:
+            raise ConfigError(
+                f"model.lr_schedule.{unknown[0]}: no such phase; use pretrain, adversarial, "
+                "discriminator"
+            )
         self.save_hyperparameters(logger=False)
+        self.lr_factors()  # a wrong lr_schedule is refused now, not when fitting starts
         self.automatic_optimization = False
         self.generator: nn.Module = instantiate(generator)
         self.discriminator: nn.Module | None = instantiate(discriminator) if discriminator else None
@@ -113,6 +225,9 @@ class SRGANTask(L.LightningModule):
         self.register_buffer("harm_offset", torch.zeros(bands))
         self.register_buffer("harm_fitted", torch.zeros((), dtype=torch.bool))
         self.bands: list[str] = []
+        # reflectance = stored value x input_scale + input_offset, of the LR raster (from the
+        # datamodule; saved with the weights for prediction)
+        self.input_scale, self.input_offset = 1e-4, 0.0
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{kind}": SRMetrics(data_range=data_range)
@@ -136,6 +251,47 @@ class SRGANTask(L.LightningModule):
             self.norm_std.copy_(torch.tensor(stats["std"]))
         if dm is not None and getattr(dm, "bands", None):
             self.bands = list(dm.bands)
+        scaling = getattr(dm, "input_scaling", None) if dm is not None else None
+        if scaling:
+            self.input_scale = float(scaling["lr"].scale)
+            self.input_offset = float(scaling["lr"].offset)
+
+    def planned_steps(self) -> int:
+        """The batches the phases span: ``pretrain_steps + adversarial_steps``.
+
+        :func:`bsrlc.training.train` sets ``trainer.max_steps`` from it.
+
+        Returns:
+            The number of training batches.
+        """
+        return int(self.hparams.pretrain_steps) + int(self.hparams.adversarial_steps)
+
+    def describe_steps(self) -> str:
+        """The phases in words, for messages: ``"model.pretrain_steps=1400 + ..."``."""
+        h = self.hparams
+        return (
+            f"model.pretrain_steps={h.pretrain_steps} + model.adversarial_steps="
+            f"{h.adversarial_steps} = {self.planned_steps()} steps"
+        )
+
+    def lr_factors(self) -> tuple[PhaseSchedule, PhaseSchedule]:
+        """The learning-rate factors of the generator (per batch) and discriminator (per step).
+
+        Returns:
+            (generator schedule, discriminator schedule).
+        """
+        h = self.hparams
+        sched = h.lr_schedule or {}
+        g = PhaseSchedule(
+            [
+                phase_spec("pretrain", sched.get("pretrain"), h.pretrain_steps),
+                phase_spec("adversarial", sched.get("adversarial"), h.adversarial_steps),
+            ]
+        )
+        d = PhaseSchedule(
+            [phase_spec("discriminator", sched.get("discriminator"), h.adversarial_steps)]
+        )
+        return g, d
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store what inference needs as plain values next to the weights.
@@ -150,37 +306,54 @@ class SRGANTask(L.LightningModule):
             "mean": self.norm_mean.tolist(),
             "std": self.norm_std.tolist(),
             "receptive_field": int(getattr(self.generator, "receptive_field", 0)),
-            "input_scale": 1e-4,
+            "input_scale": self.input_scale,
+            "input_offset": self.input_offset,
             "grid": training_grid(self, "lr_path"),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the band names.
+        """Restore the band names and the input scaling.
 
         Args:
             checkpoint: the checkpoint dict.
         """
-        self.bands = list(checkpoint.get("bsrlc", {}).get("bands", []))
+        meta = checkpoint.get("bsrlc", {})
+        self.bands = list(meta.get("bands", []))
+        self.input_scale = float(meta.get("input_scale") or 1e-4)
+        self.input_offset = float(meta.get("input_offset") or 0.0)
 
     def configure_optimizers(self) -> Any:
-        """Adam-style optimisers (and optional per-batch schedulers) for G and D.
+        """Adam-style optimisers for G and D, each with its per-batch phase schedule.
+
+        The generator's scheduler is stepped every batch, the discriminator's every
+        adversarial batch, so their step counts (saved in checkpoints) are the positions in
+        their schedules. The factors are wrapped in plain functions, which ``LambdaLR`` leaves
+        out of its state: a checkpoint resumed under changed phases follows the new ones.
 
         Returns:
             Optimisers and schedulers for Lightning.
         """
         h = self.hparams
+        factor_g, factor_d = self.lr_factors()
         opt_g = _build(h.optimizer_g, torch.optim.Adam, self.generator.parameters(), lr=1e-4)
         opts = [opt_g]
-        scheds = []
-        if h.scheduler_g:
-            scheds.append({"scheduler": instantiate(h.scheduler_g)(opt_g), "interval": "step"})
+        sched_g = (
+            instantiate(h.scheduler_g)(opt_g)
+            if h.scheduler_g
+            else torch.optim.lr_scheduler.LambdaLR(opt_g, lambda step: factor_g(step))
+        )
+        scheds = [{"scheduler": sched_g, "interval": "step"}]
         if self.discriminator is not None:
             opt_d = _build(
                 h.optimizer_d, torch.optim.Adam, self.discriminator.parameters(), lr=1e-4
             )
             opts.append(opt_d)
-            if h.scheduler_d:
-                scheds.append({"scheduler": instantiate(h.scheduler_d)(opt_d), "interval": "step"})
+            sched_d = (
+                instantiate(h.scheduler_d)(opt_d)
+                if h.scheduler_d
+                else torch.optim.lr_scheduler.LambdaLR(opt_d, lambda step: factor_d(step))
+            )
+            scheds.append({"scheduler": sched_d, "interval": "step"})
         return opts, scheds
 
     def on_fit_start(self) -> None:
@@ -300,19 +473,24 @@ class SRGANTask(L.LightningModule):
             logs["train/d_real"] = torch.sigmoid(real_logits).mean()
             logs["train/d_fake"] = torch.sigmoid(fake_logits).mean()
 
-        for sched in self._schedulers():
+        for sched in self._schedulers(adversarial=ramp > 0):
             sched.step()
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
         self.log("train/loss", loss_g, prog_bar=True, on_step=True, on_epoch=False)
 
-    def _schedulers(self) -> list[Any]:
+    def _schedulers(self, adversarial: bool) -> list[Any]:
+        """The schedulers to step after this batch: the discriminator's only if it stepped.
+
+        Decided by the batch's own phase: ``global_step`` has already moved on to the next
+        batch here, which is the first adversarial one after the last pretraining batch.
+        """
         s = self.lr_schedulers()
         if s is None:
             return []
         scheds = s if isinstance(s, list) else [s]
-        if self.adversarial_weight() == 0 and len(scheds) > 1:
+        if not adversarial and len(scheds) > 1:
             return scheds[:1]
         return scheds
 
@@ -409,6 +587,23 @@ class SRGANTask(L.LightningModule):
         """
         net = self.generator_ema.module if self.generator_ema is not None else self.generator
         return net.eval()
+
+
+def _check_phases(
+    pretrain_steps: int, adversarial_steps: int, ramp_steps: int, discriminator: Any
+) -> None:
+    """Refuse phase lengths that cannot describe a run."""
+    if pretrain_steps < 0 or adversarial_steps < 0 or pretrain_steps + adversarial_steps == 0:
+        raise ConfigError(
+            f"model.pretrain_steps={pretrain_steps}, model.adversarial_steps={adversarial_steps}:"
+            " the phases' lengths are batches, >= 0, and the run needs at least one"
+        )
+    if discriminator and 0 < adversarial_steps < ramp_steps:
+        raise ConfigError(
+            f"model.adv_ramp_steps={ramp_steps} is longer than model.adversarial_steps="
+            f"{adversarial_steps}: the adversarial weight would never reach full strength; "
+            "shorten the ramp or lengthen the phase"
+        )
 
 
 def _build(cfg: Any, default: type, params: Any, **defaults: Any) -> torch.optim.Optimizer:
