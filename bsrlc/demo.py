@@ -23,7 +23,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -31,6 +31,9 @@ import rasterio
 from bsrlc.data.demo import DemoWorld, generate
 from bsrlc.errors import ConfigError, exit_on_user_error
 from bsrlc.stm import SensorConfig, composite_periods, discover_scenes
+
+if TYPE_CHECKING:
+    from bsrlc.evaluation.figures import SRFigure
 
 log = logging.getLogger("bsrlc.demo")
 
@@ -187,12 +190,12 @@ def sr_panel_figure(
     held_out: tuple[int, int, int, int] | None = None,
     scale: int = 3,
     crop: int = 96,
-) -> Any:
+) -> SRFigure:
     """The report's SR figure: LR | bicubic | SR | HR crops at native resolution.
 
     Rows are chosen by land cover when the world's cover map is given (:data:`SR_FIGURE_ROWS`:
     the crop with the largest share of each cover), wholly inside the held-out block when one
-    there holds enough of it, else wholly outside (the row label says which);
+    there holds enough of it, else wholly outside, else anywhere (the row label says which);
     without a cover map, or to make up four rows, by content (a road by line energy, a dense
     suburb by local variance, :func:`~bsrlc.evaluation.figures.content_scores`). Panels share
     the 2-98 % stretch of their HR crop (:func:`~bsrlc.evaluation.figures.sr_figure`).
@@ -209,7 +212,7 @@ def sr_panel_figure(
             raster).
 
     Returns:
-        The :class:`~bsrlc.evaluation.figures.SRFigure` written.
+        What was written (path, crops and their labels, stretches).
     """
     import torch
 
@@ -224,13 +227,17 @@ def sr_panel_figure(
         bicubic = torch.nn.functional.interpolate(
             torch.from_numpy(filled)[None], scale_factor=scale, mode="bicubic", align_corners=False
         )[0].numpy()
-    # where crops may lie, in turn: inside the held-out block, else wholly outside it
+    # where crops may lie, in turn: inside the held-out block, wholly outside it, anywhere
     areas: list[tuple[str, np.ndarray]] = [("", np.ones((h, w), bool))]
     if held_out is not None:
         r0, c0, r1, c1 = held_out
         inside = np.zeros((h, w), bool)
         inside[r0:r1, c0:c1] = True
-        areas = [(" (held-out block)", inside), (" (training area)", ~inside)]
+        areas = [
+            (" (held-out block)", inside),
+            (" (training area)", ~inside),
+            (" (partly held out)", np.ones((h, w), bool)),
+        ]
     picked: dict[str, tuple[int, int]] = {}
     if cover_path is not None and cover_path.exists():
         with rasterio.open(cover_path) as src:
