@@ -17,10 +17,10 @@ written as null.
 
 Grids: SR and HR on one grid; the HR nested in the LR (HR pixel = LR pixel / ``scale``, HR
 origin on an LR pixel corner, HR inside the LR). Bands: ``bands=`` names them by description
-(patterns like ``*_P50`` work) in all three rasters; without it, the HR's band descriptions are
-looked up in SR and LR, or, without descriptions, bands pair by position. Reflectance: each
-raster's values x ``input_scale`` when it is given; else the raster's GDAL scale/offset tags
-when set; else float rasters as they are and integer rasters x 1e-4.
+(patterns like ``*_P50``, matched in the SR) in all three rasters; without it, the SR's band
+descriptions are looked up in HR and LR, or, without descriptions, bands pair by position.
+Reflectance: each raster's values x ``input_scale`` when it is given; else the raster's GDAL
+scale/offset tags when set; else float rasters as they are and integer rasters x 1e-4.
 
 The rasters are read in tiles of about ``tile`` HR pixels, each with a halo of ``border`` pixels
 that the metrics crop off again (opensr-test's border, :func:`~bsrlc.evaluation.sr_metrics.
@@ -53,7 +53,7 @@ USAGE = (
     "usage: python -m bsrlc.evaluation.sr sr=SR.tif hr=HR.tif lr=LR.tif out=scores.json\n"
     "         [scale=3] [bands=NAME,...] [input_scale=S] [data_range=1.0] [border=B] [tile=240]\n"
     "  SR and HR on one grid, the HR nested in the LR (pixel size / scale, origin on the LR grid)\n"
-    "  bands: band descriptions or patterns (*_P50); default: the HR's descriptions, or all\n"
+    "  bands: band descriptions or patterns (*_P50); default: the SR's descriptions, or all\n"
     "  input_scale: reflectance per stored unit; default: GDAL scale/offset tags, else 1 for\n"
     "    float rasters and 1e-4 for integer ones\n"
     "  border: HR pixels left out along the edges (multiple of scale; default opensr-test's 16\n"
@@ -134,13 +134,13 @@ def _select_bands(
 
     sr, hr, lr = infos["sr"], infos["hr"], infos["lr"]
     if bands:
-        names = expand_band_patterns(hr, bands)
+        names = expand_band_patterns(sr, bands)
         return names, {k: band_indices(info, names) for k, info in infos.items()}
-    if all(hr.descriptions) and all(set(hr.descriptions) <= set(i.descriptions) for i in (sr, lr)):
-        names = list(hr.descriptions)
+    if all(sr.descriptions) and all(set(sr.descriptions) <= set(i.descriptions) for i in (hr, lr)):
+        names = list(sr.descriptions)
         return names, {k: band_indices(info, names) for k, info in infos.items()}
     if sr.count == hr.count == lr.count:
-        names = [d or f"band{i + 1}" for i, d in enumerate(hr.descriptions)]
+        names = [d or f"band{i + 1}" for i, d in enumerate(sr.descriptions)]
         return names, {k: list(range(1, hr.count + 1)) for k in infos}
     raise InputError(
         f"{sr.name}, {hr.name} and {lr.name}: {sr.count}, {hr.count} and {lr.count} bands without "

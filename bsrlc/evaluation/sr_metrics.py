@@ -587,20 +587,36 @@ def histogram_match(x: Tensor, ref: Tensor) -> Tensor:
     Returns:
         (B, C, H, W) in ``x``'s dtype.
     """
-    src = x.reshape(x.shape[0] * x.shape[1], -1).double()
-    tmpl = ref.reshape(src.shape[0], -1).double()
+    src = x.reshape(x.shape[0] * x.shape[1], -1)  # sorted in their own dtype
+    tmpl = ref.reshape(src.shape[0], -1)
     n, m = src.shape[1], tmpl.shape[1]
-    count = torch.searchsorted(src.sort(1).values, src, right=True)  # pixels <= each value
+    s_sorted, order = src.sort(1)
+    _, s_end = _tie_runs(s_sorted)
+    count = torch.empty_like(order).scatter_(1, order, s_end + 1)  # pixels <= each value
     q = count.double() / n
     t_sorted = tmpl.sort(1).values
+    t_start, t_end = _tie_runs(t_sorted)
     j = ((count * m + n - 1) // n - 1).clamp(0, m - 1)  # first position whose share >= q
-    value = t_sorted.gather(1, j)
-    first = torch.searchsorted(t_sorted, value, right=False)  # where value's tie group starts
-    upper = torch.searchsorted(t_sorted, value, right=True)
-    below = t_sorted.gather(1, (first - 1).clamp_min(0))  # the next smaller distinct value
+    value = t_sorted.gather(1, j).double()
+    first = t_start.gather(1, j)  # where value's tie group starts
+    upper = t_end.gather(1, j) + 1
+    below = t_sorted.gather(1, (first - 1).clamp_min(0)).double()  # next smaller distinct value
     x0, x1 = first.double() / m, upper.double() / m
     out = torch.where(first == 0, value, below + (q - x0) / (x1 - x0) * (value - below))
     return out.reshape(x.shape).to(x.dtype)
+
+
+def _tie_runs(sorted_rows: Tensor) -> tuple[Tensor, Tensor]:
+    """For each position of rows sorted ascending, the first and last position of its value."""
+    n = sorted_rows.shape[1]
+    pos = torch.arange(n, device=sorted_rows.device).expand_as(sorted_rows)
+    new = torch.ones_like(sorted_rows, dtype=torch.bool)
+    new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    last = torch.ones_like(new)
+    last[:, :-1] = new[:, 1:]
+    start = torch.where(new, pos, 0).cummax(1).values
+    end = torch.where(last, pos, n - 1).flip(1).cummin(1).values.flip(1)
+    return start, end
 
 
 def normalised_difference(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
@@ -794,8 +810,8 @@ class Correctness(Metric):
             lr_up: (B, C, H, W) the LR on the HR grid.
             hr: (B, C, H, W) the reference.
         """
-        weights, mask = correctness_scores(sr.double(), lr_up.double(), hr.double())
-        w = weights[:, mask]  # (3, N)
+        weights, mask = correctness_scores(sr.float(), lr_up.float(), hr.float())
+        w = weights[:, mask].double()  # (3, N)
         self.weights += w.sum(1)
         self.classes += torch.bincount(w.argmax(0), minlength=3).double()
         self.count += mask.sum()
@@ -826,9 +842,9 @@ def radial_power(x: Tensor, n_bins: int = 32) -> tuple[Tensor, Tensor]:
 
     Returns:
         (power sums (C, n_bins) added over images, frequency samples per ring (n_bins,) added
-        over images), both float64.
+        over images), both float64 (the FFT runs in float32).
     """
-    x = x.double()
+    x = x.float()
     h, w = x.shape[-2:]
     window = torch.outer(
         torch.hann_window(h, periodic=False, dtype=x.dtype, device=x.device),
@@ -836,16 +852,16 @@ def radial_power(x: Tensor, n_bins: int = 32) -> tuple[Tensor, Tensor]:
     )
     x = (x - x.mean((-2, -1), keepdim=True)) * window
     power = torch.fft.fft2(x).abs() ** 2 / (window**2).sum().clamp_min(1e-12)  # (B, C, H, W)
-    fy = torch.fft.fftfreq(h, dtype=x.dtype, device=x.device)
-    fx = torch.fft.fftfreq(w, dtype=x.dtype, device=x.device)
+    fy = torch.fft.fftfreq(h, dtype=torch.float64, device=x.device)
+    fx = torch.fft.fftfreq(w, dtype=torch.float64, device=x.device)
     radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
     ring = (radius / 0.5 * n_bins).long()
     inside = (ring < n_bins).flatten()
     index = ring.flatten()[inside]
-    flat = power.sum(0).flatten(1)[:, inside]  # (C, N) summed over images
-    sums = torch.zeros(x.shape[1], n_bins, dtype=x.dtype, device=x.device)
+    flat = power.double().sum(0).flatten(1)[:, inside]  # (C, N) summed over images
+    sums = torch.zeros(x.shape[1], n_bins, dtype=torch.float64, device=x.device)
     sums.index_add_(1, index, flat)
-    counts = torch.bincount(index, minlength=n_bins).to(x.dtype) * x.shape[0]
+    counts = torch.bincount(index, minlength=n_bins).double() * x.shape[0]
     return sums, counts
 
 
@@ -1007,8 +1023,8 @@ class ShiftTolerantPSNR(Metric):
             sr: (B, C, H, W) reflectance.
             hr: (B, C, H, W) reflectance.
         """
-        mse = shift_tolerant_mse(sr.double(), hr.double(), self.max_shift, self.subpixel, self.bias)
-        self.total += mse.sum()
+        mse = shift_tolerant_mse(sr.float(), hr.float(), self.max_shift, self.subpixel, self.bias)
+        self.total += mse.double().sum()
         self.count += mse.numel()
 
     def compute(self) -> Tensor:
