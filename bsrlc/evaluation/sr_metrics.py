@@ -19,6 +19,12 @@ over batches and reduce correctly across processes (DDP).
 Baselines on the same patches: :func:`bicubic_upsample`, and :func:`harmonised_bicubic`, bicubic
 followed by a per-band linear fit (gain, offset) to the HR target. The latter is the honest
 baseline for a model that also learns the Landsat -> Sentinel-2 sensor difference.
+
+Beyond PSNR, :class:`SRQuality` (it needs the LR too, so it is a collection of its own; keys
+:data:`QUALITY_KEYS`): consistency with the LR, synthesis, and opensr-test's improvement /
+omission / hallucination shares (the same numbers as opensr-test 1.3.3 with its interpolators),
+the high-frequency error of the power spectrum, and a shift-tolerant PSNR (PROBA-V's cPSNR).
+``python -m bsrlc.evaluation.sr`` scores whole rasters with all of them.
 """
 
 from __future__ import annotations
