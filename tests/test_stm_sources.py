@@ -526,9 +526,19 @@ def test_qa_radsat_and_valid_range_at_native_resolution(two_zones):
     cx, cy = utm[hr : hr + 1, hc : hc + 1].extent.centroid.to_crs(gbox.crs).coords[0]
     hot = np.hypot(x - cx, y - cy) < 40
     assert hot.sum() >= 4 and not got.clear[hot].any() and got.qa_clear[hot].all()
+    # each excluded observation is counted once, under the first reason that applies
+    assert got.filled is not None and got.qa_only is not None
+    assert got.qa_only[centre].all() and got.has_data[centre].all()  # saturation alone
+    assert got.filled[hot].all() and got.qa_clear[hot].all()  # the valid range alone
+    n = got.exclusions()  # fill, qa, saturation, range
+    assert n.sum() == np.count_nonzero(~got.clear)
+    assert n[0] == np.count_nonzero(~got.filled) > 0  # outside scene A
+    assert n[1] >= inside.sum() and n[2] >= centre.sum() and n[3] >= hot.sum()
+    assert n[2] < 20 and n[3] < 40  # one native pixel each, under the kernel's reach
     with WarpReader(apply_valid_range=False) as reader:
-        raw = reader.read(a, gbox).data[2]
-    assert raw.max() > 20000
+        raw = reader.read(a, gbox)
+    assert raw.data[2].max() > 20000
+    assert raw.filled is None and raw.exclusions()[3] == 0
 
 
 def test_c2_warp_matches_rasterio_in_europe(two_zones):

@@ -293,6 +293,7 @@ def run_archive(cfg: DictConfig, source: str | None = None, scenes: str | None =
         resampling=str(cfg.get("resampling") or "bilinear"),
         min_clear_fraction=float(cfg.get("min_clear_fraction") or 1.0),
         block_size=int(cfg.block_size),
+        overviews=bool(cfg.get("overviews", False)),
         overwrite=bool(cfg.overwrite),
         workers=cfg.get("workers"),
         dask_address=cfg.get("dask_address"),

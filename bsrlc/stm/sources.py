@@ -148,11 +148,14 @@ class MaskLayer:
         decoder: a decoder name of :mod:`bsrlc.stm.qa` or a callable ``(qa, **options) -> bool``
             (module-level or a ``functools.partial`` of one, so scenes stay picklable).
         options: keyword options of the decoder.
+        reason: what a not-clear pixel of this layer is counted as: ``qa`` (clouds, shadows,
+            snow...) or ``saturation`` (QA_RADSAT).
     """
 
     path: Path
     decoder: str | Decoder
     options: Mapping[str, Any] = field(default_factory=dict)
+    reason: Literal["qa", "saturation"] = "qa"
 
     def decode(self, qa: np.ndarray) -> np.ndarray:
         """Decode a block of the QA band.
@@ -483,6 +486,10 @@ class SceneWindow:
         has_data: (rows, cols) bool: every band has data (not fill, not outside the scene,
             not outside the valid range at native resolution).
         qa_clear: (rows, cols) bool: the QA layers (QA_PIXEL and QA_RADSAT, SCL...) pass.
+        filled: (rows, cols) bool: ``has_data`` counting fill only (not the valid range);
+            None: the same as ``has_data``.
+        qa_only: (rows, cols) bool: the QA layers other than saturation pass; None: the same
+            as ``qa_clear``.
     """
 
     data: np.ndarray
@@ -491,6 +498,29 @@ class SceneWindow:
     fill: list[float] = field(default_factory=list)
     has_data: np.ndarray | None = None
     qa_clear: np.ndarray | None = None
+    filled: np.ndarray | None = None
+    qa_only: np.ndarray | None = None
+
+    def exclusions(self) -> np.ndarray:
+        """Observations not clear here, each counted under the first reason that applies.
+
+        Returns:
+            int64 counts of (fill, qa, saturation, range), like
+            :data:`bsrlc.stm.compose.EXCLUSION_REASONS`.
+        """
+        has = self.clear if self.has_data is None else self.has_data
+        qa = np.ones_like(has) if self.qa_clear is None else self.qa_clear
+        filled = has if self.filled is None else self.filled
+        qa_only = qa if self.qa_only is None else self.qa_only
+        return np.array(
+            [
+                np.count_nonzero(~filled),
+                np.count_nonzero(filled & ~qa_only),
+                np.count_nonzero(filled & qa_only & ~qa),
+                np.count_nonzero(filled & qa & ~has),
+            ],
+            np.int64,
+        )
 
 
 @dataclass
@@ -502,6 +532,14 @@ class _Invalid:
     block: GeoBox
     reach: int
     scale: tuple[float, float]
+    fill: np.ndarray | None = None  # the fill alone, where the valid range added pixels
+
+    def merge(self, other: _Invalid) -> None:
+        """Add another band's invalid pixels on the same source block."""
+        if self.fill is not None or other.fill is not None:
+            mine = self.invalid if self.fill is None else self.fill
+            self.fill = mine | (other.invalid if other.fill is None else other.fill)
+        self.invalid |= other.invalid
 
 
 class WarpReader:
@@ -680,14 +718,21 @@ class WarpReader:
         rows, cols = roi[0]
         block = self._read_block(path, Window.from_slices(rows, cols), bidx)
         invalid = np.isnan(block) if isinstance(nod, float) and math.isnan(nod) else block == nod
+        fill = None
         if valid_range is not None:
             lo, hi = valid_range
             with np.errstate(invalid="ignore"):
-                invalid |= (block < lo) | (block > hi)
-            block[invalid] = nod
+                out_of_range = ((block < lo) | (block > hi)) & ~invalid
+            if out_of_range.any():
+                fill = invalid.copy()
+                invalid |= out_of_range
+                block[invalid] = nod
         scale = self._scale(path, src, geobox)
+        # warped without a source nodata: GDAL's kernels without masks are 2-3x faster than its
+        # masked general case, and every target pixel whose kernel reaches an invalid native
+        # pixel is dropped below (``_valid_fraction``), so the fill never reaches a used value
         warped = warp_array(
-            block, src[rows, cols], geobox, rs, nod, nod, num_threads=self.num_threads, scale=scale
+            block, src[rows, cols], geobox, rs, None, nod, num_threads=self.num_threads, scale=scale
         )
         if not invalid.any():
             return warped, None
@@ -700,11 +745,13 @@ class WarpReader:
             else math.ceil(_KERNEL_RADIUS[rs.name] / min(scale))
         )
         key = (str(src.crs), src.affine, src.shape.yx, rows.start, rows.stop, cols.start, cols.stop)
-        return warped, _Invalid(key, invalid, src[rows, cols], reach, scale)
+        return warped, _Invalid(key, invalid, src[rows, cols], reach, scale, fill)
 
-    def _valid_fraction(self, bad: _Invalid, geobox: GeoBox) -> np.ndarray:
+    def _valid_fraction(
+        self, bad: _Invalid, geobox: GeoBox, invalid: np.ndarray | None = None
+    ) -> np.ndarray:
         """The share of each target pixel clear of invalid native pixels and their kernel reach."""
-        invalid = bad.invalid
+        invalid = bad.invalid if invalid is None else invalid
         if bad.reach > 0:
             size = 2 * bad.reach + 1
             invalid = ndimage.binary_dilation(invalid, np.ones((size, size), bool))
@@ -732,17 +779,43 @@ class WarpReader:
         Returns:
             (rows, cols) float32 clear fraction; NaN where the QA has no pixels.
         """
+        return self._clear_fractions(layers, geobox)[0]
+
+    def _clear_fractions(
+        self, layers: Sequence[MaskLayer], geobox: GeoBox
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """clear_fraction of all layers, and of the non-saturation layers.
+
+        The second is None where no saturation layer flags a pixel of the window (the same).
+        """
         _, src = self._ds(layers[0].path)
         roi = self._roi(layers[0].path, src, geobox, Resampling.average)
         if roi is None:
-            return np.full(geobox.shape.yx, np.nan, np.float32)
+            return np.full(geobox.shape.yx, np.nan, np.float32), None
         rows, cols = roi[0]
         window = Window.from_slices(rows, cols)
-        clear: np.ndarray | None = None
+        base: np.ndarray | None = None
+        saturation: np.ndarray | None = None
         for layer in layers:
             decoded = layer.decode(self._read_block(layer.path, window))
-            clear = decoded if clear is None else clear & decoded
-        assert clear is not None
+            if layer.reason == "saturation":
+                saturation = decoded if saturation is None else saturation & decoded
+            else:
+                base = decoded if base is None else base & decoded
+        if base is None:
+            assert saturation is not None
+            base = np.ones_like(saturation)
+        flagged = saturation is not None and not saturation.all()
+        clear = base & saturation if flagged else base
+        frac = self._average_clear(clear, src, rows, cols, geobox, layers[0].path)
+        if not flagged:
+            return frac, None
+        return frac, self._average_clear(base, src, rows, cols, geobox, layers[0].path)
+
+    def _average_clear(
+        self, clear: np.ndarray, src: GeoBox, rows: slice, cols: slice, geobox: GeoBox, path: Path
+    ) -> np.ndarray:
+        """Average a native clear mask (of ``src[rows, cols]``) onto a target window."""
         # a ring of "not clear" where the window meets the raster's edge
         ring = 1 + math.ceil(max(abs(geobox.resolution.x) / abs(src.resolution.x), 1.0))
         h, w = src.shape.yx
@@ -762,7 +835,7 @@ class WarpReader:
             None,
             float("nan"),
             num_threads=self.num_threads,
-            scale=self._scale(layers[0].path, src, geobox),
+            scale=self._scale(path, src, geobox),
         )
 
     def read(
@@ -820,9 +893,20 @@ class WarpReader:
                 if seen is None:
                     bad[invalid.key] = invalid
                 else:
-                    seen.invalid |= invalid.invalid
+                    seen.merge(invalid)
         # a target pixel whose kernel reaches a fill, saturated or out-of-range native pixel
         # would carry a value from its other neighbours only: not used
+        filled = None  # counting fill only: where the valid range excluded pixels too
+        for invalid in bad.values():
+            if invalid.fill is not None:
+                filled = has.copy() if filled is None else filled
+                with np.errstate(invalid="ignore"):
+                    filled &= self._valid_fraction(invalid, geobox, invalid.fill) >= 1 - 1e-4
+        if filled is not None:
+            for invalid in bad.values():
+                if invalid.fill is None:
+                    with np.errstate(invalid="ignore"):
+                        filled &= self._valid_fraction(invalid, geobox) >= 1 - 1e-4
         for invalid in bad.values():
             with np.errstate(invalid="ignore"):
                 has &= self._valid_fraction(invalid, geobox) >= 1 - 1e-4
@@ -836,11 +920,16 @@ class WarpReader:
             )
             masks = (MaskLayer(first, functools.partial(has_data, nodata=nod)),)
         qa = np.ones(geobox.shape.yx, bool)
+        qa_only = None  # without the saturation layers: where they flag pixels
+        thr = self.min_clear_fraction - 1e-4
         for group in self._mask_groups(masks):
-            frac = self.clear_fraction(group, geobox)
+            frac, base = self._clear_fractions(group, geobox)
             with np.errstate(invalid="ignore"):
-                qa &= frac >= self.min_clear_fraction - 1e-4
-        return SceneWindow(out, has & qa, names, fills, has, qa)
+                if base is not None or qa_only is not None:
+                    qa_only = qa.copy() if qa_only is None else qa_only
+                    qa_only &= (frac if base is None else base) >= thr
+                qa &= frac >= thr
+        return SceneWindow(out, has & qa, names, fills, has, qa, filled, qa_only)
 
     def _band_dtype(self, scene: SourceScene, band: str) -> np.dtype:
         ds, _ = self._ds(scene.bands[band])
@@ -1155,7 +1244,9 @@ def _landsat_c2_scene(mtl: Path) -> SourceScene:
     if radsat is not None:
         bits = tuple(n - 1 for n in LANDSAT_BANDS[craft].values())
         bits += LANDSAT_RADSAT_EXTRA_BITS.get(craft, ())
-        masks.append(MaskLayer(radsat, functools.partial(radsat_clear, bits=bits)))
+        masks.append(
+            MaskLayer(radsat, functools.partial(radsat_clear, bits=bits), reason="saturation")
+        )
     else:
         log.info("%s: no QA_RADSAT; saturation is caught by the valid range only", pid)
     return SourceScene(

@@ -300,7 +300,9 @@ def item_scene(item: Any, where: Path) -> SourceScene:
         masks.append(MaskLayer(path, kind))
     if radsat is not None and "landsat_qa_pixel" in qa:
         bits = _radsat_bits(item, eo_names)
-        masks.append(MaskLayer(radsat, functools.partial(radsat_clear, bits=bits)))
+        masks.append(
+            MaskLayer(radsat, functools.partial(radsat_clear, bits=bits), reason="saturation")
+        )
     if not masks:
         log.info("%s: item %s has no QA asset (qa_pixel, scl, qai): fill only", where, item.id)
     if scale and all(scale[b] == 1.0 for b in scale) and product != "stac":
