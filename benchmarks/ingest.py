@@ -17,7 +17,7 @@ between them; the table shows the median. Timed: from the scene folder to the fi
 file(s), nothing else.
 
 1. ``bsrlc``: :func:`bsrlc.stm.archive.ingest_folder` onto the tile (``source=landsat_c2``,
-   conf/stm.yaml's metrics, bilinear, block_size 256, all cores) -- what ``python -m bsrlc.stm
+   conf/stm.yaml's metrics, bilinear, block_size 512, all cores) -- what ``python -m bsrlc.stm
    source=landsat_c2 scenes=DIR grid.tiles=[...]`` runs.
 2. ``gdalwarp``: the README's old workflow: every band, QA_PIXEL and QA_RADSAT of every scene
    warped to a file on the tile grid (``gdalwarp -t_srs EPSG:3035 -te <tile> -tr 30 30`` with
@@ -39,7 +39,8 @@ file(s), nothing else.
    ``odc_nanpercentile_extrapolated_s``). Written with ``odc.geo.cog.write_cog``.
 4. ``io``: the I/O limit: the tile's 256 px windows, and for each the scenes that reach it: each
    of their 8 files read over the window's source region and warped onto it with
-   ``rasterio.warp.reproject`` (bilinear, QA nearest), one thread, nothing else.
+   ``rasterio.warp.reproject`` (bilinear without a source nodata, as bsrlc warps reflectance;
+   QA nearest), one thread, nothing else.
 
 The outputs are compared afterwards (bsrlc vs gdalwarp and vs odc): where both have the same
 CLEAR_COUNT, the largest absolute difference of any statistic (int16 units, 1e-4 reflectance).
@@ -683,7 +684,9 @@ def run_io(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
                         buf,
                         src_transform=sub.affine,
                         src_crs=ds.crs,
-                        src_nodata=nodata,
+                        # reflectance without a source nodata, as bsrlc warps it (GDAL's
+                        # unmasked kernels); QA with its fill (nearest: no kernel to mask)
+                        src_nodata=nodata if how == "nearest" else None,
                         dst_transform=wg.affine,
                         dst_crs=tile.crs.to_wkt(),
                         dst_nodata=0 if nodata is None else nodata,
@@ -876,7 +879,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, help="scenes (default 30; --quick 6)")
     ap.add_argument("--tile-px", type=int, help="tile edge in px (default 3000; --quick 300)")
     ap.add_argument("--reps", type=int, help="interleaved repetitions (default 1; --quick 3)")
-    ap.add_argument("--block-size", type=int, default=256, help="window edge (conf/stm.yaml)")
+    ap.add_argument("--block-size", type=int, default=512, help="window edge (conf/stm.yaml)")
     ap.add_argument("--odc-chunk", type=int, default=1024, help="odc chunk edge in px")
     ap.add_argument("--probe-rows", type=int, default=16, help="rows for the nanpercentile probe")
     ap.add_argument("--only", nargs="+", choices=CONTENDERS, help="run only these contenders")

@@ -442,6 +442,17 @@ def test_rerun_computes_only_missing_tiles(worlds, tmp_path, caplog):
     ingest_folder(src, tmp_path, PERIODS, **{**kw, "tiles": ["X0325_Y0278"]}, overwrite=True)
     again = _mtimes(tmp_path / "landsat_2020")
     assert [k for k in again if again[k] != after[k]] == ["X0325_Y0278.tif"]
+    # finished tiles from other inputs (a scene less, other metrics) are refused, not mixed
+    scenes = discover_sources(src).scenes
+    with pytest.raises(
+        InputError,
+        match=r"other inputs \(0 scene\(s\) not in it, 1 in it.*"
+        r"overwrite=true",
+    ):
+        ingest(scenes[1:], tmp_path, PERIODS, **kw)
+    with pytest.raises(InputError, match="other bands or metrics"):
+        ingest_folder(src, tmp_path, PERIODS, **{**kw, "metrics": ["p50", "max"]})
+    assert _mtimes(tmp_path / "landsat_2020") == again
 
 
 def test_a_failing_tile_leaves_no_partial_file(worlds, tmp_path, monkeypatch):
@@ -457,7 +468,7 @@ def test_a_failing_tile_leaves_no_partial_file(worlds, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(archive, "compute_stm_int16", flaky)
-    kw = {"grid": GRID, "metrics": ["p50"], "progress": False}
+    kw = {"grid": GRID, "metrics": ["p50"], "progress": False, "block_size": 256}
     kw["tiles"] = ["X0325_Y0278", "X0326_Y0278"]
     with pytest.raises(MemoryError):
         ingest_folder(worlds["root"] / "one_zone", tmp_path, PERIODS, **kw)

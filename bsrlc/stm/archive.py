@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, unary_union
 from tqdm.auto import tqdm
@@ -143,7 +144,7 @@ class ArchivePlan:
     periods: dict[str, tuple[dt.date, dt.date]]
     resampling: str = "bilinear"
     min_clear_fraction: float = 1.0
-    block_size: int = 256
+    block_size: int = 512
     on_error: str = "fail"
     skipped: list[str] = field(default_factory=list)
     overviews: bool = False
@@ -243,7 +244,7 @@ def plan_archive(
     valid_range: Sequence[float] | None = None,
     resampling: str = "bilinear",
     min_clear_fraction: float = 1.0,
-    block_size: int = 256,
+    block_size: int = 512,
     on_error: str = "fail",
     overviews: bool = False,
 ) -> tuple[ArchivePlan, list[TileTask], dict[str, int]]:
@@ -478,17 +479,62 @@ def _read_window(
     return stack, clear, counts
 
 
-def _tags(plan: ArchivePlan, task: TileTask, scenes: Sequence[SourceScene]) -> dict[str, str]:
+def _tags(
+    plan: ArchivePlan, task: TileTask, scenes: Sequence[SourceScene], left_out: Sequence[str]
+) -> dict[str, str]:
     d0, d1 = plan.periods[task.label]
     return {
         **stm_tags(plan.name, d0, d1, scenes, plan.spec, plan.idx),
         "TILE": task.tile,
         "RESAMPLING": plan.resampling,
+        "MIN_CLEAR_FRACTION": f"{plan.min_clear_fraction:g}",
+        "LEFT_OUT": ",".join(left_out),  # scenes that failed while being read (on_error=skip)
     }
 
 
+def stale_reason(plan: ArchivePlan, task: TileTask) -> str | None:
+    """Why a finished tile is not what this run would write (None: it is).
+
+    A tile is kept on a rerun; one finished from other scenes (e.g. scenes added to the
+    folder since), other metrics, resampling or grid would mix two inputs in one mosaic.
+
+    Args:
+        plan: this run's plan.
+        task: the tile x period, whose file exists.
+
+    Returns:
+        A short reason, or None.
+    """
+    with open_raster(task.path) as src:
+        tags = src.tags()
+        descriptions = list(src.descriptions)
+        gbox = plan.grid.tile(task.tile).geobox
+        same_grid = (
+            src.crs is not None
+            and CRS(src.crs.to_wkt()) == gbox.crs
+            and src.transform.almost_equals(gbox.affine)
+            and src.shape == gbox.shape.yx
+        )
+    if not same_grid:
+        return "another grid"
+    if descriptions != plan.descriptions:
+        return "other bands or metrics"
+    if tags.get("RESAMPLING", plan.resampling) != plan.resampling:
+        return f"resampling {tags.get('RESAMPLING')}, not {plan.resampling}"
+    used = {x for key in ("SCENES", "LEFT_OUT") for x in tags.get(key, "").split(",") if x}
+    wanted = {plan.scenes[i].id for i in task.scenes}
+    if used != wanted:
+        added, gone = len(wanted - used), len(used - wanted)
+        return f"{added} scene(s) not in it, {gone} in it not in this run"
+    return None
+
+
 def _compute_tile(
-    plan: ArchivePlan, task: TileTask, indices: Sequence[int], progress: bool
+    plan: ArchivePlan,
+    task: TileTask,
+    indices: Sequence[int],
+    progress: bool,
+    left_out: Sequence[str] = (),
 ) -> tuple[int, np.ndarray]:
     """Write one tile from the given scenes; (observations, exclusion counts)."""
     tile: Tile = plan.grid.tile(task.tile)
@@ -525,7 +571,7 @@ def _compute_tile(
                 dtype="int16",
                 nodata=OUT_NODATA,
                 descriptions=descriptions,
-                tags=_tags(plan, task, [s for _, s in scenes]),
+                tags=_tags(plan, task, [s for _, s in scenes], left_out),
                 band_tags=[{"SCALE": str(1 / OUT_SCALE)}] * (len(descriptions) - 1)
                 + [{"SCALE": "1"}],
                 overwrite=True,
@@ -591,7 +637,8 @@ def ingest_tile(
     gone: list[int] = []
     while True:
         try:
-            obs, excluded = _compute_tile(plan, task, indices, progress)
+            left_out = [plan.scenes[i].id for i in gone]
+            obs, excluded = _compute_tile(plan, task, indices, progress, left_out)
         except _SceneFailed as err:
             if plan.on_error == "fail":
                 raise err.err from None
@@ -829,7 +876,7 @@ def ingest(
     valid_range: Sequence[float] | None = None,
     resampling: str = "bilinear",
     min_clear_fraction: float = 1.0,
-    block_size: int = 256,
+    block_size: int = 512,
     on_error: str = "fail",
     overviews: bool = False,
     overwrite: bool = False,
@@ -898,6 +945,15 @@ def ingest(
         log.info("removed %d temporary files of an interrupted run", removed)
     todo = [t for t in tasks if overwrite or not t.path.exists()]
     n_kept = len(tasks) - len(todo)
+    if not overwrite:
+        stale = [(t, r) for t in tasks if t.path.exists() and (r := stale_reason(plan, t))]
+        if stale:
+            (first, why), n = stale[0], len(stale)
+            raise InputError(
+                f"{first.path}: finished by an earlier run from other inputs ({why}; {n} of "
+                f"{n_kept} finished tiles differ); set overwrite=true to recompute them, or "
+                "out_dir= to a new folder"
+            )
     log.info(
         "%s: %d scenes on %d tile x period outputs (%s, %g m, %g km tiles): %d to compute, %d "
         "finished before (kept); scenes left out: %d outside the area, %d outside every period, "
@@ -1048,5 +1104,6 @@ __all__ = [
     "ingest_folder",
     "ingest_tile",
     "plan_archive",
+    "stale_reason",
     "write_vrt",
 ]
