@@ -7,8 +7,10 @@ A bundle is a folder (optionally zipped) with:
   (a tile with a halo in, one score per pixel out).
 - ``weights.safetensors``: the same weights for PyTorch, loaded without unpickling anything.
 - ``metadata.json``: everything inference needs (task, input bands in order, normalisation,
-  scale, patch size and halo / receptive field, legend, the network's constructor config),
-  the resolved training config, the package version and a content hash over all of it.
+  how the training raster was stored (``input_scale``, ``input_offset``; bundles without
+  ``input_offset`` mean 0), scale, patch size and halo / receptive field, legend, the network's
+  constructor config), the resolved training config, the package version and a content hash
+  over all of it.
 
 What the content hash protects: a bundle whose files were damaged or changed (a truncated copy,
 a bit flip, an edited metadata.json) refuses to load. It does not protect against a deliberate
@@ -180,7 +182,9 @@ def export_bundle(
             "bands": model.bands,
             "mean": model.mean,
             "std": model.std,
+            # reflectance = stored value x input_scale + input_offset of the training raster
             "input_scale": model.meta.get("input_scale", 1e-4),
+            "input_offset": float(model.meta.get("input_offset") or 0.0),
             "grid": model.meta.get("grid"),
             "scale": model.meta.get("scale"),
             "receptive_field": model.meta.get("receptive_field"),
@@ -292,6 +296,7 @@ class Bundle:
         net.load_state_dict(load_file(self.folder / "weights.safetensors"))
         keys = ("scale", "receptive_field", "patch_size", "halo", "legend")
         meta = {k: m.get(k) for k in (*keys, "temperature", "train_priors", "input_scale", "grid")}
+        meta["input_offset"] = float(m.get("input_offset") or 0.0)  # absent in older bundles: 0
         return LoadedModel(
             net.eval().to(device),
             m["task"],

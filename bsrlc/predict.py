@@ -6,6 +6,12 @@ Lightning's ``Trainer.predict`` (``trainer=ddp`` spreads them over GPUs and node
 they finish (:mod:`bsrlc.inference.jobs`); outputs are assembled and published atomically when
 complete. Outputs that exist are skipped unless ``overwrite=true``, and a killed run resumes
 from its finished tiles.
+
+Each input raster becomes reflectance as in training (:mod:`bsrlc.data.reflectance`: its GDAL
+scale/offset tags, else 1 for float and 1e-4 for integer data; ``input_scale=`` overrides it),
+so a model trained on int16 x 1e-4 maps a float reflectance copy of the same data alike; values
+that are no reflectance after scaling stop the run in one line naming the file
+(:func:`bsrlc.inference.checks.input_scaling`).
 """
 
 from __future__ import annotations
@@ -251,9 +257,10 @@ def predict(cfg: Any) -> dict[str, Any]:
     Returns:
         ``{"sr": {label: path}, "maps": {label: path}, "summary": {...}}``.
     """
-    from bsrlc.inference.checks import check_input
+    from bsrlc.data.reflectance import Scaling
+    from bsrlc.inference.checks import prepare_input
     from bsrlc.inference.dense import ClassifyJob, correct_priors
-    from bsrlc.inference.sr import SRJob, run_sr_job
+    from bsrlc.inference.sr import OUT_SCALE, SRJob, run_sr_job
 
     pipeline = str(cfg.pipeline)
     if pipeline not in {"sr", "classify", "sr+classify"}:
@@ -265,6 +272,7 @@ def predict(cfg: Any) -> dict[str, Any]:
         vrt_dir=out_dir / ".inputs",
     )
     device = str(cfg.device)
+    override = input_scale_override(cfg.get("input_scale"))
     sr_model = cls_model = None
     if pipeline == "sr":
         sr_model = load_model(cfg.model, cfg.backend, device)
@@ -293,7 +301,7 @@ def predict(cfg: Any) -> dict[str, Any]:
         src = item.path
         if sr_model is not None:
             check_bands(sr_model, src, "SR")
-            check_input(src, sr_model, "SR")
+            scaling = prepare_input(src, sr_model, "SR", override)
             job = SRJob(
                 src,
                 out_dir / f"{item.name}_sr.tif",
@@ -301,6 +309,8 @@ def predict(cfg: Any) -> dict[str, Any]:
                 int(sr_model.meta["scale"]),
                 sr_model.mean,
                 sr_model.std,
+                input_scale=scaling.scale,
+                input_offset=scaling.offset,
                 unit=int(cfg.sr_unit),
                 tile=int(cfg.sr_tile),
                 model_id=sr_id,
@@ -319,8 +329,10 @@ def predict(cfg: Any) -> dict[str, Any]:
             src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
-            if sr_model is None:  # an SR output is on the grid the SR model makes
-                check_input(src, cls_model, "classification")
+            if sr_model is None:
+                scaling = prepare_input(src, cls_model, "classification", override)
+            else:  # an SR output: on the grid the SR model makes, int16 reflectance x 10000
+                scaling = Scaling(1 / OUT_SCALE, 0.0, "bsrlc's SR output")
             name = f"{item.name}_map" + ("_independent" if temporal else "")
             cjob = ClassifyJob(
                 src,
@@ -334,6 +346,8 @@ def predict(cfg: Any) -> dict[str, Any]:
                 probabilities=bool(cfg.probabilities) or temporal,
                 model_id=cls_id,
                 temperature=float(cls_model.meta.get("temperature") or 1.0),
+                input_scale=scaling.scale,
+                input_offset=scaling.offset,
             )
             if not (outputs_exist(cjob) and not overwrite):
                 correction = correct_priors(
@@ -366,6 +380,32 @@ def predict(cfg: Any) -> dict[str, Any]:
             cfg.get("change"),
         )
     return results
+
+
+def input_scale_override(value: Any) -> float | None:
+    """``input_scale=`` of the command line as a number (None: from each raster).
+
+    Args:
+        value: the configured value.
+
+    Returns:
+        The scale, or None.
+
+    Raises:
+        ConfigError: for anything but a positive number or null.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "null"}):
+        return None
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not np.isfinite(scale) or scale <= 0 or isinstance(value, bool):
+        raise ConfigError(
+            f"input_scale={value}: give the reflectance of one stored unit (1e-4 for "
+            "reflectance x 10000, 1 for reflectance) or null (from each raster)"
+        )
+    return scale
 
 
 def _temporal_mode(cfg: Any) -> str:

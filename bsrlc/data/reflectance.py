@@ -11,6 +11,10 @@ these that applies (:func:`raster_scaling`):
 3. 1 for floating-point rasters (taken as reflectance);
 4. 1e-4 for integer rasters (reflectance x 10000).
 
+Prediction scales its input rasters by the same rules (``input_scale=`` on the ``predict.py``
+command line overrides them), so a model trained on one encoding maps another encoding of the
+same reflectance (:func:`bsrlc.inference.checks.input_scaling`).
+
 A wrong scale trains without complaint on values 10000 times off (float reflectance x 1e-4
 gives normalisation statistics of ~1e-5), so :func:`check_reflectance` reads a decimated view
 of the raster and refuses values outside a plausible reflectance range after scaling.
@@ -66,7 +70,10 @@ class Scaling:
 
 
 def raster_scaling(
-    info: RasterInfo, bands: Sequence[str], override: float | None = None
+    info: RasterInfo,
+    bands: Sequence[str],
+    override: float | None = None,
+    key: str = SCALE_KEY,
 ) -> Scaling:
     """The scaling of a raster's selected bands, by the rules of the module docstring.
 
@@ -74,6 +81,8 @@ def raster_scaling(
         info: the raster.
         bands: the selected band descriptions.
         override: the configured scale (offset 0), or None to decide from the raster.
+        key: the setting that gives ``override`` (named in messages and as the source):
+            ``data.input_scale`` in training, ``input_scale`` in predict.
 
     Returns:
         The scaling.
@@ -85,8 +94,8 @@ def raster_scaling(
     if override is not None:
         value = float(override)
         if not math.isfinite(value) or value <= 0:
-            raise InputError(f"{SCALE_KEY}={override}: give a positive number (or null)")
-        return Scaling(value, 0.0, SCALE_KEY)
+            raise InputError(f"{key}={override}: give a positive number (or null)")
+        return Scaling(value, 0.0, key)
     idx = band_indices(info, bands)
     with open_raster(info.path) as src:
         scales = [float(src.scales[i - 1]) for i in idx]
@@ -99,7 +108,7 @@ def raster_scaling(
             raise InputError(
                 f"{info.name}: the selected bands have different GDAL scale/offset tags "
                 f"({shown}); bsrlc scales all bands of a raster alike: rewrite the file with "
-                f"one scale (gdal_translate -unscale -ot Float32) or set {SCALE_KEY}="
+                f"one scale (gdal_translate -unscale -ot Float32) or set {key}="
             )
         return Scaling(scales[0], offsets[0], "GDAL scale/offset tags")
     if kind == "f":
@@ -142,7 +151,12 @@ def reflectance_range(
 
 
 def check_reflectance(
-    info: RasterInfo, bands: Sequence[str], scaling: Scaling, role: str = ""
+    info: RasterInfo,
+    bands: Sequence[str],
+    scaling: Scaling,
+    role: str = "",
+    key: str = SCALE_KEY,
+    note: str = "",
 ) -> tuple[float, float] | None:
     """Refuse a raster whose values are no reflectance after scaling.
 
@@ -151,13 +165,17 @@ def check_reflectance(
         bands: the selected band descriptions.
         scaling: its scaling.
         role: ``"LR"``, ``"HR"`` or ``""``, for the message.
+        key: the setting named as the fix (``data.input_scale`` in training, ``input_scale``
+            in predict).
+        note: added to the message in parentheses (e.g. how a model's training data was
+            stored).
 
     Returns:
         The range of :func:`reflectance_range` (None: no valid pixel in the sample).
 
     Raises:
-        InputError: one line naming the file, the range found, the scaling used and
-            ``data.input_scale`` as the fix.
+        InputError: one line naming the file, the range found, the scaling used and ``key``
+            as the fix.
     """
     found = reflectance_range(info, bands, scaling)
     if found is None:
@@ -171,8 +189,10 @@ def check_reflectance(
         if high < TOO_SMALL
         else f"values outside the reflectance range {PLAUSIBLE[0]:g} to {PLAUSIBLE[1]:g}"
     )
+    pair = "; [LR, HR] for two scales" if role in {"LR", "HR"} else ""
+    extra = f" ({note})" if note else ""
     raise InputError(
         f"{info.name}: {what}1st-99th percentile {low:.4g} to {high:.4g} after scaling "
-        f"{scaling.describe()}: {hint}; set {SCALE_KEY}= to the reflectance of one stored "
-        f"unit (1e-4 for reflectance x 10000, 1 for reflectance; [LR, HR] for two scales)"
+        f"{scaling.describe()}: {hint}; set {key}= to the reflectance of one stored "
+        f"unit (1e-4 for reflectance x 10000, 1 for reflectance{pair}){extra}"
     )

@@ -8,6 +8,10 @@ class), so :func:`check_input` refuses what cannot work and warns about what loo
 - refused: a CRS in other units than the training grid's (degrees for a model trained in
   metres), a pixel size more than ``PIXEL_TOLERANCE`` off the training pixel size, non-square
   pixels, a south-up or rotated transform, a raster without any valid pixel;
+- refused: values that are no reflectance after scaling (:func:`input_scaling`: each raster's
+  scaling by the training rules of :mod:`bsrlc.data.reflectance`, ``input_scale=`` to override;
+  a raster stored otherwise than the training data, e.g. float reflectance for a model trained
+  on int16 x 1e-4, is converted and fine);
 - warned: more than ``NODATA_WARN`` of the pixels nodata, more than ``SATURATED_WARN`` at the
   data type's limit (saturated or clipped), more than ``RANGE_WARN`` outside the training
   range (band mean +- ``RANGE_STD`` standard deviations), a raster smaller than the model's
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 from rasterio.enums import Resampling
 
+from bsrlc.data.reflectance import Scaling, check_reflectance, raster_scaling
 from bsrlc.errors import InputError
 from bsrlc.raster import band_indices, open_raster, raster_info
 
@@ -37,6 +42,7 @@ SATURATED_WARN = 0.01
 RANGE_WARN = 0.05
 RANGE_STD = 6.0
 SAMPLE_EDGE = 512  # the content checks read a decimated view of at most this many pixels a side
+SCALE_KEY = "input_scale"  # predict's override of the input rasters' scaling
 
 
 def _units(crs: Any) -> str:
@@ -121,6 +127,7 @@ def check_content(
     context: int,
     what: str,
     input_scale: float = 1e-4,
+    input_offset: float = 0.0,
 ) -> dict[str, float]:
     """Warn about a raster that looks unlike the training data; refuse one without data.
 
@@ -134,6 +141,7 @@ def check_content(
         context: the model's receptive field in input pixels (0: none).
         what: the model's role, for messages.
         input_scale: reflectance per stored value.
+        input_offset: reflectance of a stored 0.
 
     Returns:
         ``{"nodata", "saturated", "out_of_range"}`` shares of the sampled pixel values.
@@ -149,11 +157,7 @@ def check_content(
         with open_raster(path) as src:
             data = src.read(idx, out_shape=shape, resampling=Resampling.nearest)  # as stored
     except Exception as err:  # GDAL's read errors come in several classes (CPLE_*, IOError)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(
-            f"{path}: cannot read its pixels ({reason}); the file is corrupt or truncated, "
-            "re-create it"
-        ) from None
+        raise _unreadable(path, err) from None
     valid = np.ones(data.shape, bool) if info.nodata is None else data != info.nodata
     valid &= np.isfinite(data) if data.dtype.kind == "f" else True
     if not valid.any():
@@ -168,7 +172,7 @@ def check_content(
         shares["saturated"] = float(at_limit.any(0).mean())
     else:
         shares["saturated"] = 0.0
-    refl = data.astype(np.float64) * input_scale
+    refl = data.astype(np.float64) * input_scale + input_offset
     lo = np.asarray(mean)[:, None, None] - RANGE_STD * np.asarray(std)[:, None, None]
     hi = np.asarray(mean)[:, None, None] + RANGE_STD * np.asarray(std)[:, None, None]
     outside = ((refl < lo) | (refl > hi)) & valid
@@ -185,12 +189,14 @@ def check_content(
     if shares["out_of_range"] > RANGE_WARN:
         log.warning(
             "%s: %.1f %% of the pixels lie outside the %s model's training range (band mean "
-            "+- %g std); is the input scaled as the training data (reflectance x %g)?",
+            "+- %g std) after scaling x %g + %g; if the scaling is wrong, set %s=",
             path,
             100 * shares["out_of_range"],
             what,
             RANGE_STD,
-            1 / input_scale,
+            input_scale,
+            input_offset,
+            SCALE_KEY,
         )
     if context and min(info.width, info.height) < context:
         log.warning(
@@ -205,32 +211,154 @@ def check_content(
     return shares
 
 
-def check_input(path: str | Path, model: Any, what: str) -> dict[str, float]:
+def _unreadable(path: str | Path, err: Exception) -> InputError:
+    """The one-line error of a raster whose pixels cannot be read."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return InputError(
+        f"{path}: cannot read its pixels ({reason}); the file is corrupt or truncated, re-create it"
+    )
+
+
+def model_scaling(meta: dict[str, Any]) -> Scaling | None:
+    """How the model's training raster was stored, from its checkpoint or bundle metadata.
+
+    Args:
+        meta: the model's metadata (``input_scale``, ``input_offset``; bundles and
+            checkpoints written before ``input_offset`` was recorded mean offset 0).
+
+    Returns:
+        The scaling, or None when the model does not record it.
+    """
+    if meta.get("input_scale") is None:
+        return None
+    return Scaling(
+        float(meta["input_scale"]), float(meta.get("input_offset") or 0.0), "the training data"
+    )
+
+
+def input_scaling(
+    path: str | Path, model: Any, what: str, override: float | None = None
+) -> Scaling:
+    """The input raster's reflectance scaling, checked: the scaling prediction applies.
+
+    The raster is scaled by the rules training uses (:func:`~bsrlc.data.reflectance.raster_scaling`:
+    ``override`` if given, else its GDAL scale/offset tags, else 1 for float and 1e-4 for
+    integer data), so the model sees the reflectance it was trained on however either raster is
+    stored: a float reflectance raster and its int16 x 1e-4 copy give the same input. The
+    model's normalisation statistics are reflectance, so the model's own stored scaling
+    (``input_scale``, ``input_offset``) is not applied to the input; it is named in the log when
+    the encodings differ and in the error.
+
+    Args:
+        path: the input raster.
+        model: the loaded model (``bands``, ``meta``).
+        what: the model's role, for messages.
+        override: ``input_scale=`` of the command line (reflectance per stored value, offset
+            0), or None to take it from the raster.
+
+    Returns:
+        The scaling.
+
+    Raises:
+        InputError: one line naming the file and ``input_scale=`` when the raster's values,
+            scaled, are no plausible reflectance (or its bands carry different scale tags).
+    """
+    info = raster_info(path)
+    bands = list(model.bands)
+    scaling = raster_scaling(info, bands, override, key=SCALE_KEY)
+    trained = model_scaling(model.meta)
+    note = f"the {what} model was trained on values {_stored(trained)}" if trained else ""
+    try:
+        check_reflectance(info, bands, scaling, key=SCALE_KEY, note=note)
+    except InputError:
+        raise
+    except Exception as err:  # GDAL's read errors come in several classes (CPLE_*, IOError)
+        raise _unreadable(path, err) from None
+    if trained is not None and (scaling.scale, scaling.offset) != (trained.scale, trained.offset):
+        log.info(
+            "%s: reflectance = value %s; the %s model was trained on values %s: converted",
+            info.name,
+            scaling.describe(),
+            what,
+            _stored(trained),
+        )
+    else:
+        log.info("%s: reflectance = value %s", info.name, scaling.describe())
+    return scaling
+
+
+def _stored(scaling: Scaling) -> str:
+    """``x 0.0001`` or ``x 0.0001 + -0.1``."""
+    return f"x {scaling.scale:g}" + (f" + {scaling.offset:g}" if scaling.offset else "")
+
+
+def check_input(
+    path: str | Path, model: Any, what: str, scaling: Scaling | None = None
+) -> dict[str, float]:
     """:func:`check_grid` and :func:`check_content` for a loaded model (checkpoint or bundle).
 
     Args:
         path: the input raster.
         model: the loaded model (``bands``, ``mean``, ``std``, ``meta``).
         what: the model's role, for messages.
+        scaling: the raster's scaling (None: from the raster by the training rules, without
+            the reflectance check of :func:`input_scaling`; :func:`prepare_input` runs both).
 
     Returns:
         The content shares of :func:`check_content`.
     """
+    return _check(path, model, what, scaling, None, checked=False)[1]
+
+
+def prepare_input(
+    path: str | Path, model: Any, what: str, override: float | None = None
+) -> Scaling:
+    """Check an input raster for a model and find the scaling to read it with (predict).
+
+    :func:`check_grid`, then :func:`input_scaling` (refusing values that are no reflectance),
+    then :func:`check_content` on the scaled values.
+
+    Args:
+        path: the input raster.
+        model: the loaded model.
+        what: the model's role, for messages.
+        override: ``input_scale=`` of the command line, or None.
+
+    Returns:
+        The raster's scaling to reflectance.
+    """
+    return _check(path, model, what, None, override, checked=True)[0]
+
+
+def _check(
+    path: str | Path,
+    model: Any,
+    what: str,
+    scaling: Scaling | None,
+    override: float | None,
+    checked: bool,
+) -> tuple[Scaling, dict[str, float]]:
     meta = model.meta
     check_grid(path, meta, what)
+    if scaling is None and checked:
+        scaling = input_scaling(path, model, what, override)
+    elif scaling is None:
+        scaling = raster_scaling(raster_info(path), list(model.bands), override, key=SCALE_KEY)
     if meta.get("halo") is not None:  # a classifier: its patch
         context = 2 * int(meta["halo"]) + 1
     else:
         context = int(meta.get("receptive_field") or 0)
-    return check_content(
+    shares = check_content(
         path,
         list(model.bands),
         list(model.mean),
         list(model.std),
         context,
         what,
-        float(meta.get("input_scale") or 1e-4),
+        scaling.scale,
+        scaling.offset,
     )
+    return scaling, shares
 
 
 def training_grid(task: Any, attribute: str) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def read_with_halo(
-    src: Any, indices: Sequence[int], window: Window, halo: int, scale: float
+    src: Any, indices: Sequence[int], window: Window, halo: int, scale: float, offset: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a window grown by ``halo`` on every side, mirroring beyond the raster's edges.
 
@@ -45,7 +45,8 @@ def read_with_halo(
         indices: 1-based bands.
         window: the core window.
         halo: pixels added on every side.
-        scale: reflectance scale of the stored values.
+        scale: reflectance per stored value.
+        offset: reflectance of a stored 0 (reflectance = value x scale + offset).
 
     Returns:
         ((bands, h + 2*halo, w + 2*halo) float32 reflectance, (same rows, cols) bool valid).
@@ -60,6 +61,8 @@ def read_with_halo(
     if src.nodata is not None:
         valid &= ~(raw == src.nodata).any(axis=0)
     data = raw.astype(np.float32) * np.float32(scale)
+    if offset:
+        data += np.float32(offset)
     valid &= np.isfinite(data).all(axis=0)
     pad = ((rr0 - r0, r1 - rr1), (cc0 - c0, c1 - cc1))
     if any(p for pair in pad for p in pair):
@@ -137,7 +140,9 @@ class ClassifyJob(RasterJob):
         std: per-band normalisation std.
         legend: class codes, names and colours.
         halo: the model's halo (``patch_size // 2``).
-        input_scale: reflectance scale of the input's stored values.
+        input_scale: reflectance per stored value of the input (reflectance = value x
+            ``input_scale`` + ``input_offset``; :func:`bsrlc.inference.checks.input_scaling`
+            finds both from the raster).
         tile: unit edge in pixels.
         probabilities: also write ``<dst>_proba.tif`` (uint8 probability x 254 per class, and a
             last band with the confidence, the top probability; 255 = nodata).
@@ -146,6 +151,7 @@ class ClassifyJob(RasterJob):
         logit_offset: (K,) added to the calibrated logits: the class-prior correction
             (:func:`correct_priors`), None for none. Probabilities are written after it.
         decision_offset: (K,) further added before the arg max only (``decision=area``).
+        input_offset: reflectance of a stored 0 of the input.
     """
 
     def __init__(
@@ -164,8 +170,10 @@ class ClassifyJob(RasterJob):
         temperature: float = 1.0,
         logit_offset: Sequence[float] | None = None,
         decision_offset: Sequence[float] | None = None,
+        input_offset: float = 0.0,
     ) -> None:
         self.src_path, self.dst_path = Path(src_path), Path(dst_path)
+        self.input_offset = float(input_offset)
         self.temperature = float(temperature)
         self.logit_offset = None if logit_offset is None else [float(v) for v in logit_offset]
         self.decision_offset = (
@@ -214,6 +222,7 @@ class ClassifyJob(RasterJob):
             "source": source_fingerprint(self.src_path),
             "model": self.model_id,
             "bands": self.indices,
+            "scaling": [self.input_scale, self.input_offset],
             "halo": self.halo,
             "tile": self.tile,
             "temperature": self.temperature,
@@ -262,7 +271,9 @@ class ClassifyJob(RasterJob):
             self._src = open_raster(self.src_path)
         halo = self.halo
         try:
-            data, valid = read_with_halo(self._src, self.indices, window, halo, self.input_scale)
+            data, valid = read_with_halo(
+                self._src, self.indices, window, halo, self.input_scale, self.input_offset
+            )
         except RasterioIOError as err:
             raise InputError(
                 f"{self.src_path}: cannot read rows {window.row_off}-"
@@ -491,6 +502,7 @@ def classify_raster(
     train_priors: Sequence[float] | None = None,
     priors: str | Sequence[float] | dict[str, float] = "none",
     decision: str = "argmax",
+    input_offset: float = 0.0,
 ) -> Path:
     """Write a class map (uint8 codes, colour table, 0 = nodata) of a feature raster.
 
@@ -506,7 +518,7 @@ def classify_raster(
         std: per-band normalisation std.
         legend: class codes, names and colours.
         halo: the model's halo (``patch_size // 2``).
-        input_scale: reflectance scale of the input's stored values.
+        input_scale: reflectance per stored value of the input.
         tile: core tile edge in pixels.
         probabilities: also write ``<dst>_proba.tif`` (see :class:`ClassifyJob`).
         device: torch device.
@@ -516,6 +528,7 @@ def classify_raster(
         train_priors: priors the classifier was trained under (the checkpoint's).
         priors: class-prior correction, see :func:`correct_priors`.
         decision: ``argmax`` or ``area``, see :func:`correct_priors`.
+        input_offset: reflectance of a stored 0 of the input.
 
     Returns:
         The class map's path.
@@ -536,6 +549,7 @@ def classify_raster(
         probabilities,
         model_id=model_digest(net),
         temperature=temperature,
+        input_offset=input_offset,
     )
     correction = correct_priors(job, net, train_priors, priors, decision, device)
     if correction["decision"] != "argmax" or priors != "none":

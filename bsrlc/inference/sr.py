@@ -403,9 +403,9 @@ def to_int16(block: np.ndarray, nodata: np.ndarray) -> np.ndarray:
 
 
 def _window_reader(
-    ds: rasterio.io.DatasetReader, idx: list[int], input_scale: float
+    ds: rasterio.io.DatasetReader, idx: list[int], input_scale: float, input_offset: float = 0.0
 ) -> WindowReader:
-    """Read LR windows of the given bands as reflectance, with their nodata mask."""
+    """Read LR windows of the bands as reflectance (value x scale + offset) with nodata masks."""
     nodata_value = ds.nodata
     use_mask = nodata_value is None and any(
         MaskFlags.per_dataset in ds.mask_flag_enums[i - 1] for i in idx
@@ -424,6 +424,8 @@ def _window_reader(
             nodata |= ~np.isfinite(dn).all(0)
         refl = dn.astype(np.float32)
         refl *= np.float32(input_scale)
+        if input_offset:
+            refl += np.float32(input_offset)
         return refl, nodata
 
     return read
@@ -461,7 +463,10 @@ class SRJob(RasterJob):
         scale: the resolution ratio.
         mean: per-band reflectance mean the model was trained with.
         std: per-band reflectance std.
-        input_scale: reflectance per input DN.
+        input_scale: reflectance per stored value of ``src`` (reflectance = value x
+            ``input_scale`` + ``input_offset``; :func:`bsrlc.inference.checks.input_scaling`
+            finds both from the raster).
+        input_offset: reflectance of a stored 0.
         unit: LR pixels per unit edge.
         tile: tile core size of the stream inside a unit (LR pixels).
         overlap: LR context around each tile (default: receptive field + feather: exact).
@@ -485,6 +490,7 @@ class SRJob(RasterJob):
         mean: Sequence[float],
         std: Sequence[float],
         input_scale: float = 1e-4,
+        input_offset: float = 0.0,
         unit: int = 1024,
         tile: int = 256,
         overlap: int | None = None,
@@ -500,7 +506,8 @@ class SRJob(RasterJob):
         self.indices = band_indices(info, bands)
         self.height, self.width = info.height, info.width
         self.scale, self.mean, self.std = int(scale), list(mean), list(std)
-        self.input_scale, self.unit, self.tile = float(input_scale), int(unit), int(tile)
+        self.input_scale, self.input_offset = float(input_scale), float(input_offset)
+        self.unit, self.tile = int(unit), int(tile)
         self.overlap, self.feather, self.border, self.ramp = overlap, feather, border, ramp
         self.batch_size, self.model_id = int(batch_size), model_id
         s = self.scale
@@ -539,6 +546,7 @@ class SRJob(RasterJob):
             "source": source_fingerprint(self.src),
             "model": self.model_id,
             "bands": self.indices,
+            "scaling": [self.input_scale, self.input_offset],
             "unit": self.unit,
             "tile": self.tile,
             "overlap": self.overlap,
@@ -562,7 +570,9 @@ class SRJob(RasterJob):
             InputError: if the raster cannot be read there (corrupt or truncated).
         """
         if self._reader is None:
-            self._reader = _window_reader(open_raster(self.src), self.indices, self.input_scale)
+            self._reader = _window_reader(
+                open_raster(self.src), self.indices, self.input_scale, self.input_offset
+            )
         lr, s = self.lr_units[index], self.scale
         halo, _ = _halo_and_blend(receptive_field(net), self.overlap, self.feather)
         r0, c0 = int(lr.row_off), int(lr.col_off)
