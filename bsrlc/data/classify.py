@@ -10,6 +10,11 @@ patch.
 :class:`PointSampler` is the torchgeo form of the same sampling (torchgeo 0.8 has no
 point-centred sampler); training reads from the chip cache instead, which serves identical
 patches much faster.
+
+Each raster's stored values become reflectance by its own scaling (:mod:`bsrlc.data.reflectance`:
+``input_scale`` if given, else its GDAL scale/offset tags, else 1 for float and 1e-4 for integer
+data), checked against a plausible reflectance range before anything is cached; the first
+raster's scaling goes into the checkpoint (``input_scale``, ``input_offset``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from bsrlc.data.points import (
     read_points,
     warn_rare_classes,
 )
+from bsrlc.data.reflectance import SCALE_KEY, Scaling, check_reflectance, raster_scaling
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.data.sr import dihedral
 from bsrlc.errors import ConfigError, InputError
@@ -113,6 +119,7 @@ class PointPatches(Dataset):
         std: per-band std.
         augment: random flips and quarter turns (the centre stays the centre).
         fill_nodata: set nodata pixels of a patch to the band mean (0 after normalisation).
+        offset: reflectance of a stored 0 of the cache (added after its ``scale``).
     """
 
     def __init__(
@@ -126,10 +133,12 @@ class PointPatches(Dataset):
         std: np.ndarray,
         augment: bool = False,
         fill_nodata: bool = False,
+        offset: float = 0.0,
     ) -> None:
         self.cache, self.rows, self.cols, self.labels = cache, rows, cols, labels
         self.patch, self.augment, self.fill_nodata = patch, augment, fill_nodata
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
+        # (x + offset - mean) / std: the offset goes into the mean
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None] - float(offset)
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
 
     def __len__(self) -> int:
@@ -197,6 +206,7 @@ class _Source:
     labels: np.ndarray
     usable: np.ndarray
     test: np.ndarray
+    offset: float = 0.0
     xs: np.ndarray = field(init=False)
     ys: np.ndarray = field(init=False)
 
@@ -204,6 +214,20 @@ class _Source:
         t = self.info.transform
         self.xs = t.c + (self.cols + 0.5) * t.a
         self.ys = t.f + (self.rows + 0.5) * t.e
+
+
+def _scale(value: Any) -> float | None:
+    """``data.input_scale`` as a number, or None (from each raster)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)  # raster_scaling refuses one that is not positive
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{SCALE_KEY}={value}: give one number (for every raster) or null (from the rasters)"
+        ) from None
 
 
 def _as_paths(value: str | Path | Sequence[str | Path], key: str) -> list[Path]:
@@ -264,6 +288,9 @@ class PointPatchDataModule(L.LightningDataModule):
             the band mean, as prediction does.
         min_points_per_class: warn, naming the class, when a class has fewer training points
             (None: no warning).
+        input_scale: reflectance per stored value of every raster; None decides per raster
+            (its GDAL scale/offset tags, else 1 for float and 1e-4 for integer data). Values
+            that are no reflectance after scaling stop the run before anything is cached.
     """
 
     def __init__(
@@ -289,6 +316,7 @@ class PointPatchDataModule(L.LightningDataModule):
         seed: int = 0,
         nodata_points: str = "skip",
         min_points_per_class: int | None = 30,
+        input_scale: float | None = None,
     ) -> None:
         super().__init__()
         if balance not in {"none", "weights", "sampler"}:
@@ -297,6 +325,8 @@ class PointPatchDataModule(L.LightningDataModule):
             raise ConfigError(f"data.patch_size={patch_size}: must be odd (a centre pixel)")
         if nodata_points not in {"skip", "fill"}:
             raise ConfigError(f"data.nodata_points={nodata_points}: use skip or fill")
+        self.scale_override = _scale(input_scale)
+        self._scalings: dict[Path, Scaling] = {}
         specs = _as_rasters(raster)
         vrt_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.raster_files = [raster_members(spec) for spec in specs]
@@ -350,11 +380,44 @@ class PointPatchDataModule(L.LightningDataModule):
         files = [f for members in self.raster_files for f in members]
         return [*files, *dict.fromkeys(self.points_files)]
 
-    def prepare_data(self) -> None:
-        """Fill the chip caches once."""
-        for raster in self.rasters:
+    def scaling_of(self, raster: Path) -> Scaling:
+        """A raster's scaling to reflectance, checked (once) before anything is cached.
+
+        Args:
+            raster: one of :attr:`rasters`.
+
+        Returns:
+            The scaling.
+
+        Raises:
+            InputError: in one line naming the file and ``data.input_scale`` when the values
+                are no reflectance after scaling.
+        """
+        if raster not in self._scalings:
             info = raster_info(raster)
-            RasterCache(raster, expand_band_patterns(info, self.band_patterns), self.cache_dir)
+            bands = expand_band_patterns(info, self.band_patterns)
+            scaling = raster_scaling(info, bands, self.scale_override)
+            check_reflectance(info, bands, scaling)
+            log.info("%s: reflectance = value %s", info.name, scaling.describe())
+            self._scalings[raster] = scaling
+        return self._scalings[raster]
+
+    @property
+    def input_scaling(self) -> list[Scaling]:
+        """Each raster's scaling to reflectance, in the order of :attr:`rasters`."""
+        return [self.scaling_of(r) for r in self.rasters]
+
+    def prepare_data(self) -> None:
+        """Check every raster's scaling, then fill the chip caches once."""
+        scalings = self.input_scaling  # all checked before any is cached
+        for raster, scaling in zip(self.rasters, scalings, strict=True):
+            info = raster_info(raster)
+            RasterCache(
+                raster,
+                expand_band_patterns(info, self.band_patterns),
+                cache_dir=self.cache_dir,
+                scale=scaling.scale,
+            )
 
     def _locate(self, raster: Path, points: Path) -> _Source:
         """Read one raster's points, drop (and count per band) unusable ones, mark test."""
@@ -367,7 +430,8 @@ class PointPatchDataModule(L.LightningDataModule):
                 "raster of data.raster needs the same bands"
             )
         self.bands = bands
-        cache = RasterCache(raster, bands, cache_dir=self.cache_dir)
+        scaling = self.scaling_of(raster)
+        cache = RasterCache(raster, bands, cache_dir=self.cache_dir, scale=scaling.scale)
         pts = read_points(points, self.class_column, crs=self.points_crs, legend=self.legend)
         for key, n in pts.attrs.get(LEGEND_COUNTS, {}).items():  # legend.drop / legend.merge
             self.counts[key] = self.counts.get(key, 0) + n
@@ -426,6 +490,7 @@ class PointPatchDataModule(L.LightningDataModule):
             self.legend.index_of(samples.codes),
             usable,
             test,
+            scaling.offset,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -522,7 +587,7 @@ class PointPatchDataModule(L.LightningDataModule):
             return
         # Normalisation from pixels away from the evaluation points.
         grown = [grow(m, self.buffer + self.patch_size) for m in eval_masks]
-        stats = [_band_stats(s.cache, ~g) for s, g in zip(sources, grown, strict=True)]
+        stats = [_band_stats(s.cache, ~g, s.offset) for s, g in zip(sources, grown, strict=True)]
         self.norm_stats = _pool_stats(stats)
         freq = present / present.sum()
         self.class_weights = (1.0 / (freq * self.num_classes)).tolist()
@@ -548,6 +613,7 @@ class PointPatchDataModule(L.LightningDataModule):
                         std,
                         augment=False,  # training draws its transforms from the sampler's key
                         fill_nodata=self.nodata_points == "fill",
+                        offset=s.offset,
                     )
                     for s, m in parts
                 ]
@@ -662,10 +728,10 @@ def _patch_valid(valid: np.ndarray, size: int) -> np.ndarray:
     return ok
 
 
-def _band_stats(cache: RasterCache, mask: np.ndarray) -> dict[str, Any]:
+def _band_stats(cache: RasterCache, mask: np.ndarray, offset: float = 0.0) -> dict[str, Any]:
     from bsrlc.data.sr import _band_stats as stats
 
-    return stats(cache, mask & np.asarray(cache.valid))
+    return stats(cache, mask & np.asarray(cache.valid), offset)
 
 
 __all__ = ["PointPatchDataModule", "PointPatches", "PointSampler", "points_to_pixels"]

@@ -95,6 +95,9 @@ class CentrePatchTask(L.LightningModule):
         self.net: nn.Module | None = None
         self.bands: list[str] = []
         self.legend: dict[str, Any] | None = None
+        # reflectance = stored value x input_scale + input_offset, of the (first) training
+        # raster (from the datamodule; saved with the weights for prediction)
+        self.input_scale, self.input_offset = 1e-4, 0.0
         if net.get("in_channels") and net.get("n_classes"):
             self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
 
@@ -155,6 +158,10 @@ class CentrePatchTask(L.LightningModule):
         self.configure_model_now(len(dm.bands), dm.num_classes)
         self.bands = list(dm.bands)
         self.legend = dm.legend.to_config()
+        scalings = getattr(dm, "input_scaling", None)
+        if scalings:
+            self.input_scale = float(scalings[0].scale)
+            self.input_offset = float(scalings[0].offset)
         if stage == "fit":
             self.norm_mean.copy_(torch.tensor(dm.norm_stats["mean"]))
             self.norm_std.copy_(torch.tensor(dm.norm_stats["std"]))
@@ -200,7 +207,8 @@ class CentrePatchTask(L.LightningModule):
             "dense": bool(hasattr(self.net, "forward_dense")),
             "temperature": float(self.temperature),
             "train_priors": self.train_priors.tolist(),
-            "input_scale": 1e-4,
+            "input_scale": self.input_scale,
+            "input_offset": self.input_offset,
             "grid": training_grid(self, "rasters"),
         }
 
@@ -216,6 +224,8 @@ class CentrePatchTask(L.LightningModule):
             self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
         self.bands = list(meta.get("bands", []))
         self.legend = meta.get("legend")
+        self.input_scale = float(meta.get("input_scale") or 1e-4)
+        self.input_offset = float(meta.get("input_offset") or 0.0)
 
     # -- steps ---------------------------------------------------------------------------------
 
