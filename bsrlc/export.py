@@ -184,7 +184,7 @@ def export_bundle(
             "std": model.std,
             # reflectance = stored value x input_scale + input_offset of the training raster
             "input_scale": model.meta.get("input_scale", 1e-4),
-            "input_offset": float(model.meta.get("input_offset") or 0.0),
+            "input_offset": model.meta.get("input_offset") or 0.0,  # or one per band
             "grid": model.meta.get("grid"),
             "scale": model.meta.get("scale"),
             "receptive_field": model.meta.get("receptive_field"),
@@ -296,7 +296,7 @@ class Bundle:
         net.load_state_dict(load_file(self.folder / "weights.safetensors"))
         keys = ("scale", "receptive_field", "patch_size", "halo", "legend")
         meta = {k: m.get(k) for k in (*keys, "temperature", "train_priors", "input_scale", "grid")}
-        meta["input_offset"] = float(m.get("input_offset") or 0.0)  # absent in older bundles: 0
+        meta["input_offset"] = m.get("input_offset") or 0.0  # absent in older bundles: 0
         return LoadedModel(
             net.eval().to(device),
             m["task"],

@@ -301,7 +301,7 @@ def predict(cfg: Any) -> dict[str, Any]:
         src = item.path
         if sr_model is not None:
             check_bands(sr_model, src, "SR")
-            scaling = prepare_input(src, sr_model, "SR", override)
+            scaling = prepare_input(src, sr_model, "SR", override)[0]  # one for the raster
             job = SRJob(
                 src,
                 out_dir / f"{item.name}_sr.tif",
@@ -329,10 +329,10 @@ def predict(cfg: Any) -> dict[str, Any]:
             src = results["sr"][item.label] = job.outputs[0].path
         if cls_model is not None:
             check_bands(cls_model, src, "classification")
-            if sr_model is None:
-                scaling = prepare_input(src, cls_model, "classification", override)
+            if sr_model is None:  # bands may differ in scaling, as in training
+                scalings = prepare_input(src, cls_model, "classification", override, True)
             else:  # an SR output: on the grid the SR model makes, int16 reflectance x 10000
-                scaling = Scaling(1 / OUT_SCALE, 0.0, "bsrlc's SR output")
+                scalings = [Scaling(1 / OUT_SCALE, 0.0, "bsrlc's SR output")]
             name = f"{item.name}_map" + ("_independent" if temporal else "")
             cjob = ClassifyJob(
                 src,
@@ -346,8 +346,8 @@ def predict(cfg: Any) -> dict[str, Any]:
                 probabilities=bool(cfg.probabilities) or temporal,
                 model_id=cls_id,
                 temperature=float(cls_model.meta.get("temperature") or 1.0),
-                input_scale=scaling.scale,
-                input_offset=scaling.offset,
+                input_scale=[sc.scale for sc in scalings],
+                input_offset=[sc.offset for sc in scalings],
             )
             if not (outputs_exist(cjob) and not overwrite):
                 correction = correct_priors(

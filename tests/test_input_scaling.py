@@ -257,7 +257,7 @@ def test_a_uint16_raster_with_scale_offset_tags_is_read_as_reflectance(lr_world,
         bands=BANDS, mean=[0.2] * 3, std=[0.1] * 3, meta={"input_scale": 1e-4, "task": "sr"}
     )
     with caplog.at_level(logging.INFO, logger="bsrlc.inference.checks"):
-        scaling = prepare_input(lr_world.lr["tagged"], model, "SR")
+        scaling = prepare_input(lr_world.lr["tagged"], model, "SR")[0]
     assert (scaling.scale, scaling.offset, scaling.source) == (
         1e-4,
         -0.1,
@@ -369,8 +369,8 @@ def test_classification_training_scales_each_raster_and_stores_the_scaling(lr_wo
         dm.prepare_data()
         dm.setup("fit")
         dms[kind] = dm
-    assert [(s.scale, s.offset) for s in dms["float"].input_scaling] == [(1.0, 0.0)]
-    assert [(s.scale, s.offset) for s in dms["tagged"].input_scaling] == [(1e-4, -0.1)]
+    assert {(s.scale, s.offset) for s in dms["float"].input_scaling[0]} == {(1.0, 0.0)}
+    assert {(s.scale, s.offset) for s in dms["tagged"].input_scaling[0]} == {(1e-4, -0.1)}
     ref = dms["dn"]
     for kind in ("float", "tagged"):
         dm = dms[kind]
@@ -407,7 +407,7 @@ def test_classification_training_scales_each_raster_and_stores_the_scaling(lr_wo
     given = PointPatchDataModule(
         str(lr_world.hr["dn_in_float"]), cache_dir=str(tmp_path / "given"), input_scale=1e-4, **kw
     )
-    assert given.input_scaling[0].scale == 1e-4
+    assert given.input_scaling[0][0].scale == 1e-4
     with pytest.raises(ConfigError, match=r"data\.input_scale=\[1, 2\]"):
         PointPatchDataModule(str(lr_world.hr["dn"]), input_scale=[1, 2], **kw)
 
@@ -432,3 +432,116 @@ def test_classification_chip_caches_default_outside_the_checkout(monkeypatch, tm
     assert path == Path.home() / "bsrlc-runs" / "cache" / "chips"
     monkeypatch.setenv("BSRLC_ROOT", str(tmp_path))
     assert cache_dir() == tmp_path / "cache" / "chips"
+
+
+def _mixed(path: Path, refl: np.ndarray, counts: np.ndarray, tagged: bool) -> Path:
+    """bsrlc STM style: reflectance bands tagged x 1e-4 (+ -0.1 when ``tagged``, as uint16) and
+    a CLEAR_COUNT band tagged x 1."""
+    dn = np.rint(refl * 10000) + (1000 if tagged else 0)
+    data = np.concatenate([dn, counts[None]]).astype(np.uint16 if tagged else np.int16)
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": 4,
+        "dtype": data.dtype.name,
+        "crs": "EPSG:3035",
+        "transform": HR_T,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = (*BANDS, "CLEAR_COUNT")
+        dst.scales = (1e-4, 1e-4, 1e-4, 1.0)
+        dst.offsets = (-0.1 if tagged else 0.0,) * 3 + (0.0,)
+    return path
+
+
+def test_bands_with_different_tags_each_keep_their_own_scaling(tmp_path):
+    """A classifier on reflectance plus CLEAR_COUNT (x 1) trains and maps both encodings alike."""
+    from bsrlc.data.classify import PointPatchDataModule
+    from bsrlc.export import export_bundle
+    from bsrlc.tasks.classify import CentrePatchTask
+
+    refl = _reflectance(36, 42, seed=7)
+    counts = np.random.default_rng(3).integers(5, 40, refl.shape[1:])
+    files = {
+        k: _mixed(tmp_path / f"{k}.tif", refl, counts, k == "tagged") for k in ("dn", "tagged")
+    }
+    points = _points(tmp_path / "points.csv")
+    legend = {"name": "three", "classes": [{"code": c, "name": f"c{c}"} for c in (1, 2, 3)]}
+    bands = [*BANDS, "CLEAR_COUNT"]
+    dms = {}
+    for kind, path in files.items():
+        dms[kind] = dm = PointPatchDataModule(
+            str(path),
+            str(points),
+            bands=bands,
+            legend=legend,
+            points_crs="EPSG:3035",
+            patch_size=5,
+            block_size=8,
+            buffer=0,
+            min_points_per_class=None,
+            augment=False,
+            cache_dir=str(tmp_path / f"c_{kind}"),
+        )
+        dm.prepare_data()
+        dm.setup("fit")
+    pairs = [(s.scale, s.offset) for s in dms["tagged"].input_scaling[0]]
+    assert pairs == [(1e-4, -0.1)] * 3 + [(1.0, 0.0)]
+    np.testing.assert_allclose(dms["dn"].norm_stats["mean"], dms["tagged"].norm_stats["mean"])
+    assert dms["dn"].norm_stats["mean"][3] == pytest.approx(counts[5:31, 5:37].mean(), rel=0.2)
+    a = next(iter(dms["tagged"].train_dataloader()))["image"]
+    b = next(iter(dms["dn"].train_dataloader()))["image"]
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+    task = CentrePatchTask(
+        net={
+            "_target_": "bsrlc.models.centre_patch.CentrePatchCNN",
+            "channels": [4, 4],
+            "patch_size": 5,
+        }
+    )
+    task._trainer = SimpleNamespace(datamodule=dms["tagged"])
+    task.setup("fit")
+    ckpt: dict = {}
+    task.on_save_checkpoint(ckpt)
+    assert ckpt["bsrlc"]["input_scale"] == [1e-4, 1e-4, 1e-4, 1.0]
+    assert ckpt["bsrlc"]["input_offset"] == [-0.1, -0.1, -0.1, 0.0]
+    # predict: a classifier on the four bands maps both files alike, from a bundle too
+    torch.manual_seed(2)
+    cfg = {
+        "_target_": "bsrlc.models.centre_patch.CentrePatchCNN",
+        "in_channels": 4,
+        "n_classes": 3,
+        "channels": [8, 8],
+        "patch_size": 7,
+    }
+    net = build_from_config(cfg)
+    meta = {
+        "task": "classify",
+        "bands": bands,
+        "mean": dms["dn"].norm_stats["mean"],
+        "std": dms["dn"].norm_stats["std"],
+        "legend": Legend.from_config(legend).to_config(),
+        "patch_size": 7,
+        "halo": 3,
+        "dense": True,
+        "temperature": 1.0,
+        "train_priors": [1 / 3] * 3,
+        "input_scale": [1e-4] * 3 + [1.0],
+        "input_offset": [0.0] * 4,
+        "grid": grid_signature(files["dn"]),
+    }
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    model = tmp_path / "mixed.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {"net": cfg}, "bsrlc": meta}, model)
+    extra = ("pipeline=classify", "priors=none")
+    _run(model, files["dn"], tmp_path / "p_dn", *extra)
+    ref = _read(tmp_path / "p_dn" / "dn_map.tif")
+    assert len(np.unique(ref)) > 1
+    _run(model, files["tagged"], tmp_path / "p_tagged", *extra)
+    assert np.array_equal(_read(tmp_path / "p_tagged" / "tagged_map.tif"), ref)
+    bundle = export_bundle(model, tmp_path / "bundle")
+    assert json.loads((bundle / "metadata.json").read_text())["input_scale"][3] == 1.0
+    _run(bundle, files["tagged"], tmp_path / "p_bundle", *extra)
+    assert np.array_equal(_read(tmp_path / "p_bundle" / "tagged_map.tif"), ref)

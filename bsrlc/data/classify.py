@@ -13,8 +13,11 @@ patches much faster.
 
 Each raster's stored values become reflectance by its own scaling (:mod:`bsrlc.data.reflectance`:
 ``input_scale`` if given, else its GDAL scale/offset tags, else 1 for float and 1e-4 for integer
-data), checked against a plausible reflectance range before anything is cached; the first
-raster's scaling goes into the checkpoint (``input_scale``, ``input_offset``).
+data), checked against a plausible range before anything is cached (reflectance or indices,
+:data:`~bsrlc.data.reflectance.FEATURE_RANGE`); the first raster's scaling goes into the
+checkpoint (``input_scale``, ``input_offset``). Bands with different tags (bsrlc's STMs:
+reflectance x 1e-4, CLEAR_COUNT x 1) each take their own
+(:func:`~bsrlc.data.reflectance.band_scalings`); prediction scales them the same way.
 """
 
 from __future__ import annotations
@@ -48,7 +51,13 @@ from bsrlc.data.points import (
     read_points,
     warn_rare_classes,
 )
-from bsrlc.data.reflectance import SCALE_KEY, Scaling, check_reflectance, raster_scaling
+from bsrlc.data.reflectance import (
+    FEATURE_RANGE,
+    SCALE_KEY,
+    Scaling,
+    band_scalings,
+    check_band_reflectance,
+)
 from bsrlc.data.regions import RegionSpec, grow, region_mask
 from bsrlc.data.sr import dihedral
 from bsrlc.errors import ConfigError, InputError
@@ -119,7 +128,10 @@ class PointPatches(Dataset):
         std: per-band std.
         augment: random flips and quarter turns (the centre stays the centre).
         fill_nodata: set nodata pixels of a patch to the band mean (0 after normalisation).
-        offset: reflectance of a stored 0 of the cache (added after its ``scale``).
+        offset: reflectance of a stored 0 of the cache (added after its ``scale``), one for
+            every band or one per band.
+        scale: per-band factors applied after the cache's ``scale`` (bands with different
+            scalings), or None.
     """
 
     def __init__(
@@ -133,13 +145,18 @@ class PointPatches(Dataset):
         std: np.ndarray,
         augment: bool = False,
         fill_nodata: bool = False,
-        offset: float = 0.0,
+        offset: float | Sequence[float] | np.ndarray = 0.0,
+        scale: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         self.cache, self.rows, self.cols, self.labels = cache, rows, cols, labels
         self.patch, self.augment, self.fill_nodata = patch, augment, fill_nodata
-        # (x + offset - mean) / std: the offset goes into the mean
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None] - float(offset)
+        # (x * scale + offset - mean) / std = (x - (mean - offset) / scale) / (std / scale)
+        off = torch.as_tensor(np.asarray(offset, np.float32)).reshape(-1, 1, 1)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None] - off
         self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
+        if scale is not None:
+            factor = torch.as_tensor(np.asarray(scale, np.float32))[:, None, None]
+            self.mean, self.std = self.mean / factor, self.std / factor
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -206,7 +223,8 @@ class _Source:
     labels: np.ndarray
     usable: np.ndarray
     test: np.ndarray
-    offset: float = 0.0
+    offset: np.ndarray | float = 0.0
+    scale: np.ndarray | None = None  # per-band factors after the cache's scale (mixed bands)
     xs: np.ndarray = field(init=False)
     ys: np.ndarray = field(init=False)
 
@@ -326,7 +344,7 @@ class PointPatchDataModule(L.LightningDataModule):
         if nodata_points not in {"skip", "fill"}:
             raise ConfigError(f"data.nodata_points={nodata_points}: use skip or fill")
         self.scale_override = _scale(input_scale)
-        self._scalings: dict[Path, Scaling] = {}
+        self._scalings: dict[Path, list[Scaling]] = {}
         specs = _as_rasters(raster)
         vrt_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.raster_files = [raster_members(spec) for spec in specs]
@@ -380,14 +398,14 @@ class PointPatchDataModule(L.LightningDataModule):
         files = [f for members in self.raster_files for f in members]
         return [*files, *dict.fromkeys(self.points_files)]
 
-    def scaling_of(self, raster: Path) -> Scaling:
-        """A raster's scaling to reflectance, checked (once) before anything is cached.
+    def scaling_of(self, raster: Path) -> list[Scaling]:
+        """A raster's scaling to reflectance per band, checked (once) before anything is cached.
 
         Args:
             raster: one of :attr:`rasters`.
 
         Returns:
-            The scaling.
+            One scaling per selected band (all the same unless the bands' tags differ).
 
         Raises:
             InputError: in one line naming the file and ``data.input_scale`` when the values
@@ -396,28 +414,36 @@ class PointPatchDataModule(L.LightningDataModule):
         if raster not in self._scalings:
             info = raster_info(raster)
             bands = expand_band_patterns(info, self.band_patterns)
-            scaling = raster_scaling(info, bands, self.scale_override)
-            check_reflectance(info, bands, scaling)
-            log.info("%s: reflectance = value %s", info.name, scaling.describe())
-            self._scalings[raster] = scaling
+            scalings = band_scalings(info, bands, self.scale_override)
+            check_band_reflectance(info, bands, scalings, plausible=FEATURE_RANGE)
+            shown = sorted({s.describe() for s in scalings})
+            log.info("%s: reflectance = value %s", info.name, "; ".join(shown))
+            self._scalings[raster] = scalings
         return self._scalings[raster]
 
     @property
-    def input_scaling(self) -> list[Scaling]:
-        """Each raster's scaling to reflectance, in the order of :attr:`rasters`."""
+    def input_scaling(self) -> list[list[Scaling]]:
+        """Each raster's per-band scalings to reflectance, in the order of :attr:`rasters`."""
         return [self.scaling_of(r) for r in self.rasters]
+
+    def _cache(self, raster: Path, bands: list[str]) -> tuple[RasterCache, np.ndarray | None]:
+        """The raster's chip cache and the per-band factors left to apply (None: none)."""
+        scalings = self.scaling_of(raster)
+        uniform = len(set(scalings)) == 1
+        cache = RasterCache(
+            raster,
+            bands,
+            cache_dir=self.cache_dir,
+            scale=scalings[0].scale if uniform else 1.0,
+        )
+        return cache, None if uniform else np.array([s.scale for s in scalings])
 
     def prepare_data(self) -> None:
         """Check every raster's scaling, then fill the chip caches once."""
-        scalings = self.input_scaling  # all checked before any is cached
-        for raster, scaling in zip(self.rasters, scalings, strict=True):
-            info = raster_info(raster)
-            RasterCache(
-                raster,
-                expand_band_patterns(info, self.band_patterns),
-                cache_dir=self.cache_dir,
-                scale=scaling.scale,
-            )
+        for raster in self.rasters:  # every raster checked before any is cached
+            self.scaling_of(raster)
+        for raster in self.rasters:
+            self._cache(raster, expand_band_patterns(raster_info(raster), self.band_patterns))
 
     def _locate(self, raster: Path, points: Path) -> _Source:
         """Read one raster's points, drop (and count per band) unusable ones, mark test."""
@@ -430,8 +456,8 @@ class PointPatchDataModule(L.LightningDataModule):
                 "raster of data.raster needs the same bands"
             )
         self.bands = bands
-        scaling = self.scaling_of(raster)
-        cache = RasterCache(raster, bands, cache_dir=self.cache_dir, scale=scaling.scale)
+        cache, factors = self._cache(raster, bands)
+        offsets = np.array([s.offset for s in self.scaling_of(raster)])
         pts = read_points(points, self.class_column, crs=self.points_crs, legend=self.legend)
         for key, n in pts.attrs.get(LEGEND_COUNTS, {}).items():  # legend.drop / legend.merge
             self.counts[key] = self.counts.get(key, 0) + n
@@ -490,7 +516,8 @@ class PointPatchDataModule(L.LightningDataModule):
             self.legend.index_of(samples.codes),
             usable,
             test,
-            scaling.offset,
+            offsets,
+            factors,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -587,7 +614,9 @@ class PointPatchDataModule(L.LightningDataModule):
             return
         # Normalisation from pixels away from the evaluation points.
         grown = [grow(m, self.buffer + self.patch_size) for m in eval_masks]
-        stats = [_band_stats(s.cache, ~g, s.offset) for s, g in zip(sources, grown, strict=True)]
+        stats = [
+            _band_stats(s.cache, ~g, s.offset, s.scale) for s, g in zip(sources, grown, strict=True)
+        ]
         self.norm_stats = _pool_stats(stats)
         freq = present / present.sum()
         self.class_weights = (1.0 / (freq * self.num_classes)).tolist()
@@ -614,6 +643,7 @@ class PointPatchDataModule(L.LightningDataModule):
                         augment=False,  # training draws its transforms from the sampler's key
                         fill_nodata=self.nodata_points == "fill",
                         offset=s.offset,
+                        scale=s.scale,
                     )
                     for s, m in parts
                 ]
@@ -728,10 +758,20 @@ def _patch_valid(valid: np.ndarray, size: int) -> np.ndarray:
     return ok
 
 
-def _band_stats(cache: RasterCache, mask: np.ndarray, offset: float = 0.0) -> dict[str, Any]:
+def _band_stats(
+    cache: RasterCache,
+    mask: np.ndarray,
+    offset: np.ndarray | float = 0.0,
+    scale: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Per-band mean and std (reflectance: value x cache scale x ``scale`` + ``offset``)."""
     from bsrlc.data.sr import _band_stats as stats
 
-    return stats(cache, mask & np.asarray(cache.valid), offset)
+    out = stats(cache, mask & np.asarray(cache.valid))
+    factor = np.ones(len(cache.bands)) if scale is None else np.asarray(scale, np.float64)
+    mean = np.asarray(out["mean"]) * factor + np.asarray(offset, np.float64)
+    std = np.maximum(np.asarray(out["std"]) * np.abs(factor), 1e-4)
+    return {**out, "mean": mean.tolist(), "std": std.tolist()}
 
 
 __all__ = ["PointPatchDataModule", "PointPatches", "PointSampler", "points_to_pixels"]

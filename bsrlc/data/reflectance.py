@@ -38,6 +38,10 @@ DN_SCALE = 1e-4
 PLAUSIBLE = (-0.5, 2.0)
 """Reflectance range the 1st and 99th percentiles of every band must lie in after scaling."""
 
+FEATURE_RANGE = (-1.1, 2.0)
+"""The range for classifier features, which may hold normalised-difference indices (-1..1,
+e.g. NDVI_MIN over water) next to reflectance: a wrong scale is still 10000 times off."""
+
 TOO_SMALL = 1e-3
 """The largest band's 99th percentile must reach this (a float 0-1 raster scaled by 1e-4
 peaks at 1e-4)."""
@@ -157,6 +161,7 @@ def check_reflectance(
     role: str = "",
     key: str = SCALE_KEY,
     note: str = "",
+    plausible: tuple[float, float] = PLAUSIBLE,
 ) -> tuple[float, float] | None:
     """Refuse a raster whose values are no reflectance after scaling.
 
@@ -169,6 +174,8 @@ def check_reflectance(
             in predict).
         note: added to the message in parentheses (e.g. how a model's training data was
             stored).
+        plausible: the range the percentiles must lie in (:data:`FEATURE_RANGE` for
+            classifier features).
 
     Returns:
         The range of :func:`reflectance_range` (None: no valid pixel in the sample).
@@ -181,13 +188,13 @@ def check_reflectance(
     if found is None:
         return None
     low, high = found
-    if PLAUSIBLE[0] <= low and high <= PLAUSIBLE[1] and high >= TOO_SMALL:
+    if plausible[0] <= low and high <= plausible[1] and high >= TOO_SMALL:
         return found
     what = f"{role} raster " if role else ""
     hint = (
         "values far below reflectance"
         if high < TOO_SMALL
-        else f"values outside the reflectance range {PLAUSIBLE[0]:g} to {PLAUSIBLE[1]:g}"
+        else f"values outside the reflectance range {plausible[0]:g} to {plausible[1]:g}"
     )
     pair = "; [LR, HR] for two scales" if role in {"LR", "HR"} else ""
     extra = f" ({note})" if note else ""
@@ -196,3 +203,68 @@ def check_reflectance(
         f"{scaling.describe()}: {hint}; set {key}= to the reflectance of one stored "
         f"unit (1e-4 for reflectance x 10000, 1 for reflectance{pair}){extra}"
     )
+
+
+def band_scalings(
+    info: RasterInfo,
+    bands: Sequence[str],
+    override: float | None = None,
+    key: str = SCALE_KEY,
+) -> list[Scaling]:
+    """Each selected band's scaling, for models that normalise every band on its own.
+
+    A classifier's features may mix reflectance with other bands: bsrlc's STMs tag reflectance
+    and indices x 1e-4 but CLEAR_COUNT x 1. Per-band normalisation absorbs any per-band scale,
+    so such a raster is usable as long as prediction scales it as training did. The rules are
+    :func:`raster_scaling`'s when ``override`` is given or the selected bands carry the same
+    GDAL scale/offset tags (or none); when their tags differ, each band takes its own.
+
+    Args:
+        info: the raster.
+        bands: the selected band descriptions.
+        override: the configured scale of every band (offset 0), or None.
+        key: the setting that gives ``override`` (see :func:`raster_scaling`).
+
+    Returns:
+        One scaling per band, in ``bands`` order.
+    """
+    if override is None:
+        idx = band_indices(info, bands)
+        with open_raster(info.path) as src:
+            pairs = [(float(src.scales[i - 1]), float(src.offsets[i - 1])) for i in idx]
+        if len(set(pairs)) > 1:
+            return [Scaling(s, o, "GDAL scale/offset tags of each band") for s, o in pairs]
+    return [raster_scaling(info, bands, override, key)] * len(bands)
+
+
+def check_band_reflectance(
+    info: RasterInfo,
+    bands: Sequence[str],
+    scalings: Sequence[Scaling],
+    key: str = SCALE_KEY,
+    note: str = "",
+    plausible: tuple[float, float] = PLAUSIBLE,
+) -> None:
+    """:func:`check_reflectance` of each group of bands that share a scaling.
+
+    In a raster whose bands carry different tags, the bands tagged ``x 1 + 0`` (counts such as
+    CLEAR_COUNT, flags) are declared by the file as plain values and are not checked.
+
+    Args:
+        info: the raster.
+        bands: the selected band descriptions.
+        scalings: their scalings (:func:`band_scalings`).
+        key: the setting named as the fix.
+        note: added to the message (see :func:`check_reflectance`).
+        plausible: the range the percentiles must lie in (see :func:`check_reflectance`).
+
+    Raises:
+        InputError: as :func:`check_reflectance`, for the first group that fails.
+    """
+    groups: dict[Scaling, list[str]] = {}
+    for band, scaling in zip(bands, scalings, strict=True):
+        groups.setdefault(scaling, []).append(band)
+    for scaling, names in groups.items():
+        if len(groups) > 1 and (scaling.scale, scaling.offset) == (1.0, 0.0):
+            continue
+        check_reflectance(info, names, scaling, key=key, note=note, plausible=plausible)

@@ -24,13 +24,21 @@ models without it are checked for orientation, square pixels and content only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rasterio.enums import Resampling
 
-from bsrlc.data.reflectance import Scaling, check_reflectance, raster_scaling
+from bsrlc.data.reflectance import (
+    FEATURE_RANGE,
+    PLAUSIBLE,
+    Scaling,
+    band_scalings,
+    check_band_reflectance,
+    raster_scaling,
+)
 from bsrlc.errors import InputError
 from bsrlc.raster import band_indices, open_raster, raster_info
 
@@ -126,8 +134,8 @@ def check_content(
     std: list[float],
     context: int,
     what: str,
-    input_scale: float = 1e-4,
-    input_offset: float = 0.0,
+    input_scale: float | Sequence[float] = 1e-4,
+    input_offset: float | Sequence[float] = 0.0,
 ) -> dict[str, float]:
     """Warn about a raster that looks unlike the training data; refuse one without data.
 
@@ -140,8 +148,8 @@ def check_content(
         std: their training standard deviations.
         context: the model's receptive field in input pixels (0: none).
         what: the model's role, for messages.
-        input_scale: reflectance per stored value.
-        input_offset: reflectance of a stored 0.
+        input_scale: reflectance per stored value (one, or one per band).
+        input_offset: reflectance of a stored 0 (one, or one per band).
 
     Returns:
         ``{"nodata", "saturated", "out_of_range"}`` shares of the sampled pixel values.
@@ -172,7 +180,9 @@ def check_content(
         shares["saturated"] = float(at_limit.any(0).mean())
     else:
         shares["saturated"] = 0.0
-    refl = data.astype(np.float64) * input_scale + input_offset
+    scale = np.asarray(input_scale, np.float64).reshape(-1, 1, 1)
+    offset = np.asarray(input_offset, np.float64).reshape(-1, 1, 1)
+    refl = data.astype(np.float64) * scale + offset
     lo = np.asarray(mean)[:, None, None] - RANGE_STD * np.asarray(std)[:, None, None]
     hi = np.asarray(mean)[:, None, None] + RANGE_STD * np.asarray(std)[:, None, None]
     outside = ((refl < lo) | (refl > hi)) & valid
@@ -189,13 +199,12 @@ def check_content(
     if shares["out_of_range"] > RANGE_WARN:
         log.warning(
             "%s: %.1f %% of the pixels lie outside the %s model's training range (band mean "
-            "+- %g std) after scaling x %g + %g; if the scaling is wrong, set %s=",
+            "+- %g std) after scaling %s; if the scaling is wrong, set %s=",
             path,
             100 * shares["out_of_range"],
             what,
             RANGE_STD,
-            input_scale,
-            input_offset,
+            _describe(_pairs(scale, offset)),
             SCALE_KEY,
         )
     if context and min(info.width, info.height) < context:
@@ -219,21 +228,37 @@ def _unreadable(path: str | Path, err: Exception) -> InputError:
     )
 
 
-def model_scaling(meta: dict[str, Any]) -> Scaling | None:
-    """How the model's training raster was stored, from its checkpoint or bundle metadata.
+def model_scaling(meta: dict[str, Any], n_bands: int) -> list[tuple[float, float]] | None:
+    """How the model's training raster was stored, per band, from its metadata.
 
     Args:
-        meta: the model's metadata (``input_scale``, ``input_offset``; bundles and
-            checkpoints written before ``input_offset`` was recorded mean offset 0).
+        meta: the model's metadata (``input_scale``, ``input_offset``: numbers, or lists with
+            one per band; models written before ``input_offset`` was recorded mean offset 0).
+        n_bands: the model's band count.
 
     Returns:
-        The scaling, or None when the model does not record it.
+        (scale, offset) per band, or None when the model does not record it.
     """
-    if meta.get("input_scale") is None:
+    scale, offset = meta.get("input_scale"), meta.get("input_offset") or 0.0
+    if scale is None:
         return None
-    return Scaling(
-        float(meta["input_scale"]), float(meta.get("input_offset") or 0.0), "the training data"
-    )
+    scales = list(scale) if isinstance(scale, list | tuple) else [scale] * n_bands
+    offsets = list(offset) if isinstance(offset, list | tuple) else [offset] * n_bands
+    if len(scales) != n_bands or len(offsets) != n_bands:
+        return None
+    return [(float(a), float(b)) for a, b in zip(scales, offsets, strict=True)]
+
+
+def _pairs(scale: np.ndarray, offset: np.ndarray) -> list[tuple[float, float]]:
+    """(scale, offset) per band of broadcastable scale and offset arrays."""
+    a, b = np.broadcast_arrays(scale, offset)
+    return [(float(x), float(y)) for x, y in zip(a.ravel(), b.ravel(), strict=True)]
+
+
+def _describe(pairs: Sequence[tuple[float, float]]) -> str:
+    """``x 0.0001``, ``x 0.0001 + -0.1``, or ``per band x 0.0001, x 1``."""
+    shown = [f"x {a:g}" + (f" + {b:g}" if b else "") for a, b in dict.fromkeys(pairs)]
+    return shown[0] if len(shown) == 1 else "per band " + ", ".join(shown)
 
 
 def input_scaling(
@@ -263,37 +288,73 @@ def input_scaling(
         InputError: one line naming the file and ``input_scale=`` when the raster's values,
             scaled, are no plausible reflectance (or its bands carry different scale tags).
     """
+    return _scalings(path, model, what, override, per_band=False)[0]
+
+
+def input_band_scalings(
+    path: str | Path, model: Any, what: str, override: float | None = None
+) -> list[Scaling]:
+    """:func:`input_scaling` per band, for classifiers (normalised band by band).
+
+    As in classification training (:func:`~bsrlc.data.reflectance.band_scalings`), bands with
+    different GDAL scale/offset tags (bsrlc's STMs: reflectance x 1e-4, CLEAR_COUNT x 1) each
+    take their own; bands tagged ``x 1`` among them are not checked as reflectance, and the
+    others are checked against :data:`~bsrlc.data.reflectance.FEATURE_RANGE` (indices reach
+    -1).
+
+    Args:
+        path: the input raster.
+        model: the loaded model (``bands``, ``meta``).
+        what: the model's role, for messages.
+        override: ``input_scale=`` of the command line, or None.
+
+    Returns:
+        One scaling per model band.
+
+    Raises:
+        InputError: as :func:`input_scaling`.
+    """
+    return _scalings(path, model, what, override, per_band=True)
+
+
+def _scalings(
+    path: str | Path, model: Any, what: str, override: float | None, per_band: bool
+) -> list[Scaling]:
     info = raster_info(path)
     bands = list(model.bands)
-    scaling = raster_scaling(info, bands, override, key=SCALE_KEY)
-    trained = model_scaling(model.meta)
-    note = f"the {what} model was trained on values {_stored(trained)}" if trained else ""
+    if per_band:
+        scalings = band_scalings(info, bands, override, key=SCALE_KEY)
+    else:
+        scalings = [raster_scaling(info, bands, override, key=SCALE_KEY)] * len(bands)
+    trained = model_scaling(model.meta, len(bands))
+    note = f"the {what} model was trained on values {_describe(trained)}" if trained else ""
+    plausible = FEATURE_RANGE if per_band else PLAUSIBLE  # as in training (classifier features)
     try:
-        check_reflectance(info, bands, scaling, key=SCALE_KEY, note=note)
+        check_band_reflectance(info, bands, scalings, key=SCALE_KEY, note=note, plausible=plausible)
     except InputError:
         raise
     except Exception as err:  # GDAL's read errors come in several classes (CPLE_*, IOError)
         raise _unreadable(path, err) from None
-    if trained is not None and (scaling.scale, scaling.offset) != (trained.scale, trained.offset):
+    found = [(sc.scale, sc.offset) for sc in scalings]
+    how = "; ".join(dict.fromkeys(sc.describe() for sc in scalings))
+    if trained is not None and found != trained:
         log.info(
             "%s: reflectance = value %s; the %s model was trained on values %s: converted",
             info.name,
-            scaling.describe(),
+            how,
             what,
-            _stored(trained),
+            _describe(trained),
         )
     else:
-        log.info("%s: reflectance = value %s", info.name, scaling.describe())
-    return scaling
-
-
-def _stored(scaling: Scaling) -> str:
-    """``x 0.0001`` or ``x 0.0001 + -0.1``."""
-    return f"x {scaling.scale:g}" + (f" + {scaling.offset:g}" if scaling.offset else "")
+        log.info("%s: reflectance = value %s", info.name, how)
+    return scalings
 
 
 def check_input(
-    path: str | Path, model: Any, what: str, scaling: Scaling | None = None
+    path: str | Path,
+    model: Any,
+    what: str,
+    scaling: Scaling | Sequence[Scaling] | None = None,
 ) -> dict[str, float]:
     """:func:`check_grid` and :func:`check_content` for a loaded model (checkpoint or bundle).
 
@@ -301,49 +362,59 @@ def check_input(
         path: the input raster.
         model: the loaded model (``bands``, ``mean``, ``std``, ``meta``).
         what: the model's role, for messages.
-        scaling: the raster's scaling (None: from the raster by the training rules, without
-            the reflectance check of :func:`input_scaling`; :func:`prepare_input` runs both).
+        scaling: the raster's scaling, one or one per band (None: from the raster by the
+            training rules, per band, without the reflectance check of :func:`input_scaling`;
+            :func:`prepare_input` runs both).
 
     Returns:
         The content shares of :func:`check_content`.
     """
-    return _check(path, model, what, scaling, None, checked=False)[1]
+    if isinstance(scaling, Scaling):
+        scaling = [scaling] * len(model.bands)
+    return _check(path, model, what, scaling, None, None)[1]
 
 
 def prepare_input(
-    path: str | Path, model: Any, what: str, override: float | None = None
-) -> Scaling:
+    path: str | Path,
+    model: Any,
+    what: str,
+    override: float | None = None,
+    per_band: bool = False,
+) -> list[Scaling]:
     """Check an input raster for a model and find the scaling to read it with (predict).
 
-    :func:`check_grid`, then :func:`input_scaling` (refusing values that are no reflectance),
-    then :func:`check_content` on the scaled values.
+    :func:`check_grid`, then :func:`input_scaling` (:func:`input_band_scalings` with
+    ``per_band``; refusing values that are no reflectance), then :func:`check_content` on the
+    scaled values.
 
     Args:
         path: the input raster.
         model: the loaded model.
         what: the model's role, for messages.
         override: ``input_scale=`` of the command line, or None.
+        per_band: bands may differ in scaling (classifiers); else one scaling for the raster.
 
     Returns:
-        The raster's scaling to reflectance.
+        The raster's scaling to reflectance, one per model band.
     """
-    return _check(path, model, what, None, override, checked=True)[0]
+    return _check(path, model, what, None, override, per_band)[0]
 
 
 def _check(
     path: str | Path,
     model: Any,
     what: str,
-    scaling: Scaling | None,
+    scalings: Sequence[Scaling] | None,
     override: float | None,
-    checked: bool,
-) -> tuple[Scaling, dict[str, float]]:
+    per_band: bool | None,
+) -> tuple[list[Scaling], dict[str, float]]:
+    """The checks; ``per_band`` None: find the scalings without the reflectance check."""
     meta = model.meta
     check_grid(path, meta, what)
-    if scaling is None and checked:
-        scaling = input_scaling(path, model, what, override)
-    elif scaling is None:
-        scaling = raster_scaling(raster_info(path), list(model.bands), override, key=SCALE_KEY)
+    if scalings is None and per_band is None:
+        scalings = band_scalings(raster_info(path), list(model.bands), override, key=SCALE_KEY)
+    elif scalings is None:
+        scalings = _scalings(path, model, what, override, per_band)
     if meta.get("halo") is not None:  # a classifier: its patch
         context = 2 * int(meta["halo"]) + 1
     else:
@@ -355,10 +426,10 @@ def _check(
         list(model.std),
         context,
         what,
-        scaling.scale,
-        scaling.offset,
+        [sc.scale for sc in scalings],
+        [sc.offset for sc in scalings],
     )
-    return scaling, shares
+    return list(scalings), shares
 
 
 def training_grid(task: Any, attribute: str) -> dict[str, Any] | None:

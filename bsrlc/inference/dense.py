@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 
 def read_with_halo(
-    src: Any, indices: Sequence[int], window: Window, halo: int, scale: float, offset: float = 0.0
+    src: Any,
+    indices: Sequence[int],
+    window: Window,
+    halo: int,
+    scale: float | Sequence[float],
+    offset: float | Sequence[float] = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a window grown by ``halo`` on every side, mirroring beyond the raster's edges.
 
@@ -45,8 +50,9 @@ def read_with_halo(
         indices: 1-based bands.
         window: the core window.
         halo: pixels added on every side.
-        scale: reflectance per stored value.
-        offset: reflectance of a stored 0 (reflectance = value x scale + offset).
+        scale: reflectance per stored value, one or one per band.
+        offset: reflectance of a stored 0 (reflectance = value x scale + offset), one or one
+            per band.
 
     Returns:
         ((bands, h + 2*halo, w + 2*halo) float32 reflectance, (same rows, cols) bool valid).
@@ -60,9 +66,9 @@ def read_with_halo(
     valid = np.ones(raw.shape[1:], bool)
     if src.nodata is not None:
         valid &= ~(raw == src.nodata).any(axis=0)
-    data = raw.astype(np.float32) * np.float32(scale)
-    if offset:
-        data += np.float32(offset)
+    data = raw.astype(np.float32) * _per_band(scale)
+    if np.any(np.asarray(offset) != 0):
+        data += _per_band(offset)
     valid &= np.isfinite(data).all(axis=0)
     pad = ((rr0 - r0, r1 - rr1), (cc0 - c0, c1 - cc1))
     if any(p for pair in pad for p in pair):
@@ -70,6 +76,21 @@ def read_with_halo(
         data = np.pad(data, ((0, 0), *pad), mode=mode)
         valid = np.pad(valid, pad, mode=mode)
     return data, valid
+
+
+def _per_band(value: float | Sequence[float]) -> np.float32 | np.ndarray:
+    """A number as float32, or one per band as a (bands, 1, 1) float32 array."""
+    if np.ndim(value) == 0:
+        return np.float32(value)  # type: ignore[arg-type]
+    return np.asarray(value, np.float32).reshape(-1, 1, 1)
+
+
+def _number_or_list(value: float | Sequence[float]) -> float | list[float]:
+    """A scaling as a number, or a list with one per band (for pickling and fingerprints)."""
+    if np.ndim(value) == 0:
+        return float(value)  # type: ignore[arg-type]
+    values = [float(v) for v in value]  # type: ignore[union-attr]
+    return values[0] if len(set(values)) == 1 else values
 
 
 @torch.no_grad()
@@ -140,9 +161,9 @@ class ClassifyJob(RasterJob):
         std: per-band normalisation std.
         legend: class codes, names and colours.
         halo: the model's halo (``patch_size // 2``).
-        input_scale: reflectance per stored value of the input (reflectance = value x
-            ``input_scale`` + ``input_offset``; :func:`bsrlc.inference.checks.input_scaling`
-            finds both from the raster).
+        input_scale: reflectance per stored value of the input, one or one per band
+            (reflectance = value x ``input_scale`` + ``input_offset``;
+            :func:`bsrlc.inference.checks.input_band_scalings` finds both from the raster).
         tile: unit edge in pixels.
         probabilities: also write ``<dst>_proba.tif`` (uint8 probability x 254 per class, and a
             last band with the confidence, the top probability; 255 = nodata).
@@ -151,7 +172,7 @@ class ClassifyJob(RasterJob):
         logit_offset: (K,) added to the calibrated logits: the class-prior correction
             (:func:`correct_priors`), None for none. Probabilities are written after it.
         decision_offset: (K,) further added before the arg max only (``decision=area``).
-        input_offset: reflectance of a stored 0 of the input.
+        input_offset: reflectance of a stored 0 of the input, one or one per band.
     """
 
     def __init__(
@@ -163,17 +184,18 @@ class ClassifyJob(RasterJob):
         std: Sequence[float],
         legend: Legend,
         halo: int,
-        input_scale: float = 1e-4,
+        input_scale: float | Sequence[float] = 1e-4,
         tile: int = 512,
         probabilities: bool = False,
         model_id: str = "",
         temperature: float = 1.0,
         logit_offset: Sequence[float] | None = None,
         decision_offset: Sequence[float] | None = None,
-        input_offset: float = 0.0,
+        input_offset: float | Sequence[float] = 0.0,
     ) -> None:
         self.src_path, self.dst_path = Path(src_path), Path(dst_path)
-        self.input_offset = float(input_offset)
+        self.input_scale = _number_or_list(input_scale)
+        self.input_offset = _number_or_list(input_offset)
         self.temperature = float(temperature)
         self.logit_offset = None if logit_offset is None else [float(v) for v in logit_offset]
         self.decision_offset = (
@@ -183,7 +205,7 @@ class ClassifyJob(RasterJob):
         self.indices = band_indices(info, bands)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
-        self.legend, self.halo, self.input_scale = legend, int(halo), float(input_scale)
+        self.legend, self.halo = legend, int(halo)
         self.tile, self.model_id = int(tile), model_id
         self.units = block_windows(info.width, info.height, self.tile)
         grid = {
@@ -492,7 +514,7 @@ def classify_raster(
     std: Sequence[float],
     legend: Legend,
     halo: int,
-    input_scale: float = 1e-4,
+    input_scale: float | Sequence[float] = 1e-4,
     tile: int = 512,
     probabilities: bool = False,
     device: str = "cpu",
@@ -502,7 +524,7 @@ def classify_raster(
     train_priors: Sequence[float] | None = None,
     priors: str | Sequence[float] | dict[str, float] = "none",
     decision: str = "argmax",
-    input_offset: float = 0.0,
+    input_offset: float | Sequence[float] = 0.0,
 ) -> Path:
     """Write a class map (uint8 codes, colour table, 0 = nodata) of a feature raster.
 
@@ -518,7 +540,7 @@ def classify_raster(
         std: per-band normalisation std.
         legend: class codes, names and colours.
         halo: the model's halo (``patch_size // 2``).
-        input_scale: reflectance per stored value of the input.
+        input_scale: reflectance per stored value of the input, one or one per band.
         tile: core tile edge in pixels.
         probabilities: also write ``<dst>_proba.tif`` (see :class:`ClassifyJob`).
         device: torch device.
@@ -528,7 +550,7 @@ def classify_raster(
         train_priors: priors the classifier was trained under (the checkpoint's).
         priors: class-prior correction, see :func:`correct_priors`.
         decision: ``argmax`` or ``area``, see :func:`correct_priors`.
-        input_offset: reflectance of a stored 0 of the input.
+        input_offset: reflectance of a stored 0 of the input, one or one per band.
 
     Returns:
         The class map's path.

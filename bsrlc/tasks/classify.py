@@ -96,8 +96,10 @@ class CentrePatchTask(L.LightningModule):
         self.bands: list[str] = []
         self.legend: dict[str, Any] | None = None
         # reflectance = stored value x input_scale + input_offset, of the (first) training
-        # raster (from the datamodule; saved with the weights for prediction)
-        self.input_scale, self.input_offset = 1e-4, 0.0
+        # raster (from the datamodule; saved with the weights for prediction): numbers, or
+        # lists with one per band when the raster's bands carry different scale/offset tags
+        self.input_scale: float | list[float] = 1e-4
+        self.input_offset: float | list[float] = 0.0
         if net.get("in_channels") and net.get("n_classes"):
             self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
 
@@ -160,8 +162,12 @@ class CentrePatchTask(L.LightningModule):
         self.legend = dm.legend.to_config()
         scalings = getattr(dm, "input_scaling", None)
         if scalings:
-            self.input_scale = float(scalings[0].scale)
-            self.input_offset = float(scalings[0].offset)
+            first = scalings[0]  # the first raster's, one per band
+            if len(set(first)) == 1:
+                self.input_scale, self.input_offset = first[0].scale, first[0].offset
+            else:
+                self.input_scale = [s.scale for s in first]
+                self.input_offset = [s.offset for s in first]
         if stage == "fit":
             self.norm_mean.copy_(torch.tensor(dm.norm_stats["mean"]))
             self.norm_std.copy_(torch.tensor(dm.norm_stats["std"]))
@@ -224,8 +230,8 @@ class CentrePatchTask(L.LightningModule):
             self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
         self.bands = list(meta.get("bands", []))
         self.legend = meta.get("legend")
-        self.input_scale = float(meta.get("input_scale") or 1e-4)
-        self.input_offset = float(meta.get("input_offset") or 0.0)
+        self.input_scale = meta.get("input_scale") or 1e-4
+        self.input_offset = meta.get("input_offset") or 0.0
 
     # -- steps ---------------------------------------------------------------------------------
 
