@@ -1,6 +1,7 @@
 """Losses for super-resolution and adversarial training.
 
-Content (masked L1; shift-tolerant L1, the best over small shifts), spectral angle (SAM), LR
+Content (masked L1, MSE or Charbonnier: :func:`content_loss`; shift-tolerant L1, the best over
+small shifts), spectral angle (SAM), LR
 consistency, adversarial (BCE with one-sided label smoothing, or hinge; separate generator and
 discriminator terms) and discriminator feature matching (the perceptual term: no pretrained VGG
 can be downloaded, and the discriminator's features are tuned to the very bands being
@@ -44,6 +45,48 @@ def l1_content_loss(sr: Tensor, hr: Tensor, valid: Tensor | None = None) -> Tens
     w = valid.reshape(sr.shape[0], 1, *sr.shape[-2:]).to(sr.dtype)  # (B, 1, H, W)
     n = w.sum() * sr.shape[1]
     return ((sr - hr).abs() * w).sum() / n.clamp_min(1)
+
+
+CONTENT_LOSSES = ("l1", "mse", "charbonnier")
+"""The kinds of :func:`content_loss`."""
+
+
+def content_loss(
+    sr: Tensor, hr: Tensor, kind: str = "l1", eps: float = 1e-3, valid: Tensor | None = None
+) -> Tensor:
+    """Pixel content loss of one of :data:`CONTENT_LOSSES`, optionally over valid pixels.
+
+    ``l1`` (mean ``|d|``) is minimised by the conditional median: where the LR leaves the HR
+    ambiguous (which 10 m pixels of a 30 m pixel hold a roof) it commits to one outcome. ``mse``
+    (mean ``d^2``) is minimised by the conditional mean, what PSNR and ERGAS reward.
+    ``charbonnier`` (mean ``sqrt(d^2 + eps^2) - eps``) is L1 smoothed near 0.
+
+    Args:
+        sr: (B, C, H, W) generated.
+        hr: (B, C, H, W) reference.
+        kind: ``l1``, ``mse`` or ``charbonnier``.
+        eps: Charbonnier's smoothing (in the units of ``sr``).
+        valid: optional (B, H, W) or (B, 1, H, W) bool mask of pixels to count.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    d = sr - hr
+    if kind == "l1":
+        err = d.abs()
+    elif kind == "mse":
+        err = d * d
+    elif kind == "charbonnier":
+        err = (d * d + eps * eps).sqrt() - eps
+    else:
+        raise ValueError(f"content loss {kind!r}: use {', '.join(CONTENT_LOSSES)}")
+    if valid is None:
+        return err.mean()
+    w = valid.reshape(sr.shape[0], 1, *sr.shape[-2:]).to(sr.dtype)  # (B, 1, H, W)
+    return (err * w).sum() / (w.sum() * sr.shape[1]).clamp_min(1)
 
 
 def _safe_norm(x: Tensor, dim: int, eps: float) -> Tensor:

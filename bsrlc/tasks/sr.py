@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -31,9 +32,11 @@ from bsrlc.config import plain
 from bsrlc.errors import ConfigError
 from bsrlc.evaluation.sr_metrics import (
     SRMetrics,
+    SRQuality,
     apply_band_gains,
     bicubic_upsample,
     fit_band_gains,
+    nested_border,
 )
 from bsrlc.inference.checks import training_grid
 from bsrlc.tasks.panels import log_image
@@ -44,6 +47,15 @@ PHASE_KEYS = {"shape": "constant", "start": 1.0, "end": 1.0, "warmup": 0}
 """The keys of one phase in ``lr_schedule`` and their defaults."""
 
 SHAPES = ("constant", "linear", "cosine")
+
+KINDS = ("model", "bicubic", "bicubic_harmonised")
+"""What validation and testing score: the (EMA) generator and the two baselines."""
+
+MIN_QUALITY_SIZE = 12
+"""The smallest patch interior (HR pixels) the quality metrics are computed on."""
+
+PRETRAIN_CHECKPOINT = "pretrain_end.ckpt"
+"""The checkpoint of the model at the end of the pretraining phase (runs with a GAN phase)."""
 
 
 def phase_spec(name: str, spec: dict[str, Any] | None, steps: int) -> dict[str, Any]:
@@ -142,7 +154,9 @@ class SRGANTask(L.LightningModule):
         lr_schedule: learning-rate factors of the phases ``pretrain`` and ``adversarial``
             (generator) and ``discriminator`` (its steps in the adversarial phase), each
             ``{shape: constant|linear|cosine, start, end, warmup}`` (:class:`PhaseSchedule`).
-        w_l1: L1 content loss weight.
+        content_loss: ``l1``, ``mse`` or ``charbonnier`` (:func:`bsrlc.losses.content_loss`).
+        charbonnier_eps: Charbonnier's smoothing, normalised units.
+        w_l1: content loss weight (L1 unless ``content_loss`` says otherwise).
         w_sam: spectral angle loss weight.
         w_adv: adversarial loss weight (full strength).
         w_fm: discriminator feature-matching loss weight (full strength).
@@ -183,10 +197,16 @@ class SRGANTask(L.LightningModule):
         monitor_mode: str = "max",
         adversarial_steps: int = 0,
         lr_schedule: dict[str, Any] | None = None,
+        content_loss: str = "l1",
+        charbonnier_eps: float = 1e-3,
     ) -> None:
         super().__init__()
         if adversarial not in {"bce", "hinge"}:
             raise ConfigError(f"model.adversarial={adversarial}: use bce or hinge")
+        if content_loss not in losses.CONTENT_LOSSES:
+            raise ConfigError(
+                f"model.content_loss={content_loss}: use {', '.join(losses.CONTENT_LOSSES)}"
+            )
         # Plain containers only, so checkpoints load with torch.load(weights_only=True).
         generator, discriminator = plain(generator), plain(discriminator)
         optimizer_g, optimizer_d = plain(optimizer_g), plain(optimizer_d)
@@ -232,9 +252,13 @@ class SRGANTask(L.LightningModule):
             {
                 f"{stage}_{kind}": SRMetrics(data_range=data_range)
                 for stage in ("val", "test")
-                for kind in ("model", "bicubic", "bicubic_harmonised")
+                for kind in KINDS
             }
         )
+        # SRQuality per stage and kind, made at the first evaluation batch (the border depends
+        # on the patch size); the baselines' values are kept: they are the same every epoch.
+        self.quality = nn.ModuleDict()
+        self._baseline_quality: dict[str, dict[str, Tensor]] = {}
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -434,11 +458,15 @@ class SRGANTask(L.LightningModule):
 
         # Generator.
         sr = self.generator(lr)
-        loss_l1 = F.l1_loss(sr, hr)
+        kind = h.get("content_loss", "l1")
+        loss_content = losses.content_loss(sr, hr, kind, h.get("charbonnier_eps", 1e-3))
         loss_sam = losses.spectral_angle_loss(self._denorm(sr), self._denorm(hr))
         loss_lr = losses.lr_consistency_loss(sr, lr, h.scale)
-        loss_g = h.w_l1 * loss_l1 + h.w_sam * loss_sam + h.w_lr * loss_lr
-        logs = {"train/l1": loss_l1, "train/sam": loss_sam, "train/lr_consistency": loss_lr}
+        loss_g = h.w_l1 * loss_content + h.w_sam * loss_sam + h.w_lr * loss_lr
+        logs = {"train/sam": loss_sam, "train/lr_consistency": loss_lr}
+        logs["train/l1"] = loss_content if kind == "l1" else F.l1_loss(sr.detach(), hr)
+        if kind != "l1":
+            logs[f"train/{kind}"] = loss_content
         if ramp > 0 and self.discriminator is not None:
             fake_logits, fake_feats = self.discriminator(sr, return_features=True)
             with torch.no_grad():
@@ -480,6 +508,50 @@ class SRGANTask(L.LightningModule):
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
         self.log("train/loss", loss_g, prog_bar=True, on_step=True, on_epoch=False)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Keep the model of the phase boundary: ``checkpoints/pretrain_end.ckpt``.
+
+        Written after the last pretraining batch when an adversarial phase follows, so the
+        content-loss model and the adversarial one can be compared (the demo's SR table).
+
+        Args:
+            outputs: the step's output (unused).
+            batch: the batch (unused).
+            batch_idx: its index (unused).
+        """
+        h = self.hparams
+        if (
+            self.discriminator is None
+            or not h.adversarial_steps
+            or self.global_step != h.pretrain_steps
+            or self.trainer.sanity_checking
+        ):
+            return
+        path = self.phase_checkpoint_path()
+        if path is not None:
+            tmp = path.with_name(path.name + ".partial")
+            self.trainer.save_checkpoint(tmp)
+            if self.trainer.is_global_zero and tmp.exists():
+                tmp.replace(path)
+
+    def phase_checkpoint_path(self) -> Path | None:
+        """Where :meth:`on_train_batch_end` keeps the pretraining phase's model (or None).
+
+        Returns:
+            ``<checkpoint folder>/pretrain_end.ckpt``; None without a trainer or folder.
+        """
+        if self._trainer is None:
+            return None
+        cb = self.trainer.checkpoint_callback
+        folder = getattr(cb, "dirpath", None) if cb is not None else None
+        if not folder:
+            root = self.trainer.default_root_dir
+            folder = Path(root) / "checkpoints" if root else None
+        if folder is None:
+            return None
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(folder) / PRETRAIN_CHECKPOINT
+
     def _schedulers(self, adversarial: bool) -> list[Any]:
         """The schedulers to step after this batch: the discriminator's only if it stepped.
 
@@ -503,9 +575,11 @@ class SRGANTask(L.LightningModule):
         lr_r, hr_r, sr_r = self._denorm(lr), self._denorm(hr), self._denorm(sr)
         bicubic = bicubic_upsample(lr_r, s)
         harmonised = apply_band_gains(bicubic, self.harm_gain, self.harm_offset)
-        self.metrics[f"{stage}_model"].update(sr_r, hr_r)
-        self.metrics[f"{stage}_bicubic"].update(bicubic, hr_r)
-        self.metrics[f"{stage}_bicubic_harmonised"].update(harmonised, hr_r)
+        estimates = {"model": sr_r, "bicubic": bicubic, "bicubic_harmonised": harmonised}
+        for kind, estimate in estimates.items():
+            self.metrics[f"{stage}_{kind}"].update(estimate, hr_r)
+            if kind == "model" or stage not in self._baseline_quality:
+                self._quality(stage, kind, hr_r.shape[-1]).update(estimate, lr_r, hr_r)
         self.log(f"{stage}/l1", F.l1_loss(sr, hr), on_epoch=True, on_step=False)
         every = self.hparams.panel_every_n_epochs
         if (
@@ -516,6 +590,21 @@ class SRGANTask(L.LightningModule):
             and not self.trainer.sanity_checking
         ):
             self._log_panel(lr_r, bicubic, sr_r, hr_r)
+
+    def _quality(self, stage: str, kind: str, size: int) -> SRQuality:
+        """The stage's :class:`SRQuality` of one kind, made for patches of ``size`` HR pixels.
+
+        Its border is opensr-test's (15 HR pixels at x3), less whole LR pixels where a patch
+        would keep fewer than :data:`MIN_QUALITY_SIZE` pixels inside it.
+        """
+        key = f"{stage}_{kind}"
+        if key not in self.quality:
+            s = self.hparams.scale
+            border = nested_border(s)
+            while border > 0 and size - 2 * border < MIN_QUALITY_SIZE:
+                border -= s
+            self.quality[key] = SRQuality(s, self.hparams.data_range, border=border).to(self.device)
+        return self.quality[key]
 
     def _log_panel(self, lr: Tensor, bicubic: Tensor, sr: Tensor, hr: Tensor) -> None:
         s = self.hparams.scale
@@ -532,11 +621,12 @@ class SRGANTask(L.LightningModule):
 
     def _epoch_end(self, stage: str) -> None:
         results = {}
-        for kind in ("model", "bicubic", "bicubic_harmonised"):
+        quality = self._quality_results(stage)
+        for kind in KINDS:
             metric = self.metrics[f"{stage}_{kind}"]
             if not metric.has_data():
                 return
-            values = metric.compute()
+            values = {**metric.compute(), **quality.get(kind, {})}
             metric.reset()
             results[kind] = values
             prefix = f"{stage}/" if kind == "model" else f"{stage}/{kind}_"
@@ -552,6 +642,29 @@ class SRGANTask(L.LightningModule):
                 },
                 sync_dist=True,
             )
+
+    def _quality_results(self, stage: str) -> dict[str, dict[str, Tensor]]:
+        """The epoch's quality metrics per kind; in validation, the baselines' once per run.
+
+        The baselines are the same in every validation epoch (the bicubic of fixed patches, and
+        gains fitted before the first one), so their values from the first validation after
+        the sanity check are kept and logged again; :meth:`_evaluate` stops updating them.
+        """
+        out = {}
+        for kind in KINDS:
+            key = f"{stage}_{kind}"
+            if kind != "model" and stage in self._baseline_quality:
+                out[kind] = self._baseline_quality[stage][kind]
+                continue
+            metric = self.quality[key] if key in self.quality else None
+            if metric is None or not metric.has_data():
+                continue
+            out[kind] = {k: v.to(self.device) for k, v in metric.compute().items()}
+            metric.reset()
+        sanity = self._trainer is not None and self.trainer.sanity_checking
+        if stage == "val" and not sanity and all(k in out for k in KINDS[1:]):
+            self._baseline_quality[stage] = {k: out[k] for k in KINDS[1:]}
+        return out
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Metrics of the (EMA) generator and both baselines on validation patches.
