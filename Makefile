@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 
-.PHONY: install test test-slow lint format typecheck demo bench mutants clean
+.PHONY: install test test-slow lint format typecheck demo bench mutants faults clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: install
 # deliberate breaks in a scratch copy of HEAD; every one must fail the fast tests (scripts/mutants.py)
 mutants: install
 	nice $(BIN)/python scripts/mutants.py
+
+# kill -9, a full disk, concurrent runs, truncated checkpoints, odd inputs (slow: scripts/faults.py)
+faults: install
+	nice $(BIN)/python scripts/faults.py
 
 clean:
 	rm -rf outputs logs multirun .pytest_cache .ruff_cache .mypy_cache
