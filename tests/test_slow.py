@@ -31,6 +31,12 @@ def test_demo_pipeline_on_the_tiny_world(tmp_path):
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert set(m["sr"]) == {"model", "bicubic", "bicubic_harmonised"}
     assert set(m["sr"]["model"]) == {"psnr", "ssim", "sam", "ergas"}
+    block = m["sr_block"]["rows"]
+    assert {"bicubic", "bicubic_harmonised", "sr", "hr"} <= set(block)
+    quality = {"consistency", "synthesis", "improvement", "omission", "hallucination"}
+    assert quality | {"psnr", "ssim", "sam", "ergas", "spectrum_error"} <= set(block["sr"])
+    # HR against itself: perfect correctness, no spectrum error (the scorer's floor)
+    assert block["hr"]["improvement"] == 1.0 and block["hr"]["spectrum_error"] == 0.0
     assert set(m["classify"]["latest"]) == {"s2_10m", "sr_10m", "landsat_30m_nn", "pixel_sr_10m"}
     assert set(m["classify"]["early"]) == {"sr_10m", "landsat_30m_nn", "pixel_sr_10m"}
     assert set(m["maps"]) == {"2001", "2007", "2013", "2019"}
