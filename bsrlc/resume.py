@@ -346,6 +346,19 @@ def restore_csv(loggers: list[Any], state: dict[str, Any]) -> None:
 # -- what a checkpoint holds beyond Lightning's own ------------------------------------------
 
 
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The one-number entries of ``trainer.callback_metrics`` as plain floats."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[str(key)] = float(value)
+    return out
+
+
 def _rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002  (the global RNG)
     state: dict[str, Any] = {
@@ -432,9 +445,12 @@ class ResumeState(Callback):
     """Put what Lightning does not save into each checkpoint, and restore it on resume.
 
     Saved: RNG states, torchmetrics states of the module, CSV rows so far and logger
-    versions, and the run's fingerprint. Restored when training starts again (after the
-    sanity check), so the first batch after a resume sees the RNG state the uninterrupted run
-    had after the checkpoint.
+    versions, the run's fingerprint and the trainer's scalar ``callback_metrics``. Restored
+    when training starts again (after the sanity check), so the first batch after a resume sees
+    the RNG state the uninterrupted run had after the checkpoint. The callback metrics are kept
+    in :attr:`restored_metrics`: a run killed after its final checkpoint, resumed, has nothing
+    left to fit and logs nothing, yet its results (``metrics.json``, ``optimized_metric``) are
+    those of the checkpoint.
 
     Args:
         fingerprint: the run's, from :func:`run_fingerprint` (None: not recorded).
@@ -443,6 +459,7 @@ class ResumeState(Callback):
     def __init__(self, fingerprint: dict[str, Any] | None = None) -> None:
         self.fingerprint = fingerprint
         self._pending: dict[str, Any] | None = None
+        self.restored_metrics: dict[str, float] = {}
         self._module: L.LightningModule | None = None
         self._trainer: L.Trainer | None = None
 
@@ -459,8 +476,10 @@ class ResumeState(Callback):
         state: dict[str, Any] = {"rng": _rng_state(), "fingerprint": self.fingerprint}
         if self._module is not None:
             state["metrics"] = _metric_states(self._module)
-        if self._trainer is not None and self._trainer.is_global_zero:
-            state["loggers"] = _flush_loggers(self._trainer)
+        if self._trainer is not None:
+            state["callback_metrics"] = _scalar_metrics(self._trainer.callback_metrics)
+            if self._trainer.is_global_zero:
+                state["loggers"] = _flush_loggers(self._trainer)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -470,6 +489,7 @@ class ResumeState(Callback):
             state_dict: from :meth:`state_dict`.
         """
         self._pending = dict(state_dict)
+        self.restored_metrics = dict(state_dict.get("callback_metrics") or {})
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Restore the metric and RNG states of a resumed run."""

@@ -280,7 +280,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model: L.LightningModule = _build(cfg.model, _recursive_=False)
     steps_from_model(cfg, model)
     callbacks: list[Callback] = instantiate_list(cfg.get("callbacks"), "callbacks")
-    callbacks.append(ResumeState(fingerprint))
+    resume_cb = ResumeState(fingerprint)
+    callbacks.append(resume_cb)
     test_ckpt = None if cfg.get("train") else safe_ckpt_path(cfg.ckpt_path, cfg)
     if cfg.get("test") and not cfg.get("train") and test_ckpt is None:
         raise ConfigError(
@@ -299,6 +300,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics.update(trainer.callback_metrics)
+        # a run killed after its final checkpoint has nothing left to fit: its results are the
+        # checkpoint's (only metrics this run did not log again)
+        for key, value in resume_cb.restored_metrics.items():
+            metrics.setdefault(key, value)
     fit_s = time.perf_counter() - t0
     if cfg.get("test"):
         ckpt_cb = trainer.checkpoint_callback
