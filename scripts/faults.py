@@ -307,12 +307,15 @@ def dirs_diff(ref: Path, out: Path, patterns: Sequence[str]) -> str | None:
     """Why the files matching ``patterns`` differ between two folders, or None.
 
     Rasters (``.tif``, ``.vrt``) are compared by grid, bands, tags and pixels; other files by
-    content.
+    content. Temporary files are left out (:func:`leftovers` counts them).
     """
     names: dict[str, set[str]] = {}
     for side, root in (("ref", ref), ("out", out)):
         names[side] = {
-            str(p.relative_to(root)) for pat in patterns for p in root.glob(pat) if p.is_file()
+            str(p.relative_to(root))
+            for pat in patterns
+            for p in root.glob(pat)
+            if p.is_file() and not any(fnmatch.fnmatch(p.name, t) for t in TEMP_PATTERNS)
         }
     if names["ref"] != names["out"]:
         return (

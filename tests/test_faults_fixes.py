@@ -50,3 +50,27 @@ def test_a_run_killed_after_its_final_checkpoint_resumes_to_its_metrics(
     for key, v in written.items():
         if key != "time/fit_s":
             assert resumed[key] == pytest.approx(v, abs=1e-6), key
+
+
+def test_the_same_grid_stm_removes_what_a_killed_run_left(tmp_path):
+    """``python -m bsrlc.stm`` (same-grid path) killed while writing left
+    ``.landsat_2019.tif.<id>.partial.stage.tif``; the rerun kept it next to the output."""
+    from bsrlc.stm import composite, discover_scenes
+    from tests.test_stm import BANDS, SENSOR, make_scenes
+
+    make_scenes(tmp_path / "scenes", n=3, seed=1)
+    scenes = discover_scenes(tmp_path / "scenes", SENSOR, BANDS)
+    out = tmp_path / "out" / "landsat_2019.tif"
+    out.parent.mkdir()
+    left = [
+        out.parent / ".landsat_2019.tif.832e2b89.partial.stage.tif",
+        out.parent / ".landsat_2019.tif.0badc0de.partial",
+    ]
+    for p in left:
+        p.write_bytes(b"half a raster")
+    other = out.parent / ".landsat_2013.tif.1234abcd.partial"  # another output's: not ours
+    other.write_bytes(b"")
+    composite(scenes, out, BANDS, ["p50"], SENSOR, progress=False)
+    assert out.is_file()
+    assert not any(p.exists() for p in left)
+    assert other.exists()

@@ -906,6 +906,9 @@ def composite(
         log.info("%s exists; kept (overwrite=true recomputes it)", out_path)
         return out_path
     p = plan_stm(chosen, bands, metrics, indices, sensor)
+    removed = clean_partials(out_path)
+    if removed:
+        log.info("%s: removed %d temporary files of an interrupted run", out_path, removed)
     grid = p.grid
     windows = block_windows(grid.width, grid.height, block_size)
     tags = stm_tags(sensor.name, d0, d1, chosen, p.spec, p.idx)
@@ -955,6 +958,26 @@ def composite(
     )
     log.info("%s", _exclusion_summary(p, d0, d1, excluded, grid.width * grid.height))
     return out_path
+
+
+def clean_partials(out_path: Path) -> int:
+    """Remove the temporary files a killed run left next to ``out_path``.
+
+    :class:`~bsrlc.raster.COGWriter` writes ``.<name>.<id>.partial`` (and its ``.stage.tif``)
+    and renames it on success; a ``kill -9`` leaves them behind.
+
+    Args:
+        out_path: the output file.
+
+    Returns:
+        How many files were removed.
+    """
+    n = 0
+    if out_path.parent.is_dir():
+        for leftover in out_path.parent.glob(f".{out_path.name}.*.partial*"):
+            leftover.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def _exclusion_summary(p: StmPlan, d0: dt.date, d1: dt.date, excluded: np.ndarray, px: int) -> str:
