@@ -162,6 +162,47 @@ def test_files_list_metadata_offset_and_scale_tags(tmp_path):
     assert np.abs(hr[1] - (dns["B03"] * 2e-4 - 0.1) * 1e4).max() <= 0.5
 
 
+def test_landsat_dn_scale_and_band_names(tmp_path):
+    """A Landsat-8 L1 scene (B2..B5 files, DN x 2e-5 - 0.1) written under Sentinel-2 names."""
+    folder = tmp_path / "l8"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    t = Affine(30, 0, X0, 0, -30, Y0)
+    dns = {}
+    for b in ("B1", "B2", "B3", "B4", "B5", "B10"):
+        dns[b] = rng.integers(6000, 30000, size=(99, 102)).astype(np.uint16)
+        _band(folder / f"l8_{b}.tif", dns[b], t)
+    main(
+        [
+            f"hr={folder}",
+            f"out={tmp_path / 'out'}",
+            "bands=[B2,B3,B4,B5]",
+            "names=[B02,B03,B04,B08]",
+            "dn_scale=2e-5",
+            "offset=-5000",
+            "split=0.5",
+            "gap=1",
+        ]
+    )
+    hr, hs = _read(tmp_path / "out" / "HR.tif")
+    lr, ls = _read(tmp_path / "out" / "LR.tif")
+    assert hs.descriptions == ls.descriptions == ("B02", "B03", "B04", "B08")
+    assert hs.transform == t and ls.transform == Affine(90, 0, X0, 0, -90, Y0)
+    # reflectance x 1e4 = (DN - 5000) x 2e-5 x 1e4 = (DN - 5000) / 5; B2 (not B1, not B10) first
+    for i, b in enumerate(("B2", "B3", "B4", "B5")):
+        assert np.abs(hr[i] - (dns[b].astype(np.float64) - 5000) / 5).max() <= 0.5
+    block = hr.astype(np.float64).reshape(4, 33, 3, 34, 3).mean(axis=(2, 4))
+    assert np.abs(lr - block).max() <= 0.5
+    meta = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert meta["bands"] == ["B02", "B03", "B04", "B08"]
+    assert meta["source_bands"] == ["B2", "B3", "B4", "B5"]
+    assert meta["reflectance"]["scalings"][0] == "B2: (DN + -5000) x 2e-05"
+    with pytest.raises(ConfigError, match="names=.*one distinct name per band"):
+        make_pair(folder, tmp_path / "o", bands=["B2", "B3"], names=["B02"])
+    with pytest.raises(ConfigError, match="dn_scale=0"):
+        make_pair(folder, tmp_path / "o", bands=["B2"], dn_scale=0)
+
+
 def test_one_line_errors(tmp_path, capsys):
     _scene(tmp_path / "scene", rows=99, cols=99)
     # bands of different grids

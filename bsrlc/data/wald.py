@@ -3,7 +3,7 @@
 Usage (one line)::
 
     python -m bsrlc.data.wald hr=DIR_OR_FILES out=DIR [bands=[B02,B03,B04,B08]] [split=0.65]
-        [gap=8] [scale=3] [offset=DN]
+        [gap=8] [scale=3] [offset=DN] [dn_scale=1e-4] [names=[...]]
 
 Wald's protocol tests super-resolution where a true HR exists: the HR is degraded to the LR
 resolution, the model super-resolves that LR back, and the result is scored against the HR.
@@ -20,11 +20,18 @@ token of the file name (``T33UUU_..._B02_10m.jp2``, ``s2_B02.jp2``, ``B02.tif``)
 exists at several resolutions the finest is taken. All bands must share one grid (CRS, pixel
 size, extent), north up.
 
-Reflectance: a file's GDAL scale/offset tags when it has them; else ``(DN + offset) x 1e-4``
-with ``offset=`` in DN (Sentinel-2's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET``, -1000 since
-processing baseline 04.00), taken from an ``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml`` in the scene
-folder when ``offset=`` is not given, else 0. L1C (top of atmosphere) and L2A (bottom of
-atmosphere) scenes are handled alike. Stored 0 (and the file's nodata) is no data.
+Reflectance: a file's GDAL scale/offset tags when it has them; else ``(DN + offset) x dn_scale``
+(``dn_scale=`` default 1e-4, Sentinel-2's QUANTIFICATION_VALUE 10000) with ``offset=`` in DN
+(Sentinel-2's ``BOA_ADD_OFFSET`` / ``RADIO_ADD_OFFSET``, -1000 since processing baseline 04.00),
+taken from an ``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml`` in the scene folder when ``offset=`` is
+not given, else 0. L1C (top of atmosphere) and L2A (bottom of
+atmosphere) scenes are handled alike. Stored 0 (and the file's nodata) is no data. Other
+sensors: Landsat 8/9 Collection 1/2 Level-1 top-of-atmosphere reflectance is
+``DN x 2e-5 - 0.1``, i.e. ``dn_scale=2e-5 offset=-5000`` (sun-angle correction not applied).
+
+Band names: ``names=`` writes the bands under other names, in the order of ``bands=``, e.g.
+a Landsat 8 scene for a model trained on Sentinel-2 B02, B03, B04, B08:
+``bands=[B2,B3,B4,B5] names=[B02,B03,B04,B08]``.
 
 Written to ``out``:
 
@@ -62,13 +69,15 @@ from bsrlc.errors import ConfigError, InputError, exit_on_user_error
 
 USAGE = (
     "usage: python -m bsrlc.data.wald hr=DIR_OR_FILES out=DIR [bands=[B02,B03,B04,B08]]\n"
-    "         [split=0.65] [gap=8] [scale=3] [offset=DN]\n"
+    "         [split=0.65] [gap=8] [scale=3] [offset=DN] [dn_scale=1e-4] [names=[...]]\n"
     "  hr: a Sentinel-2 scene folder (SAFE or band files), a list of band files, or one\n"
     "    multi-band file with band descriptions\n"
     "  split: the northern fraction of the rows for training; the rest, after a gap of `gap` LR\n"
     "    rows, is held out (test_region.geojson, HR_test.tif, LR_test.tif)\n"
     "  offset: DN added before x 1e-4 for files without scale/offset tags (Sentinel-2\n"
-    "    BOA_ADD_OFFSET / RADIO_ADD_OFFSET, e.g. -1000); default: from MTD_MSI*.xml, else 0"
+    "    BOA_ADD_OFFSET / RADIO_ADD_OFFSET, e.g. -1000); default: from MTD_MSI*.xml, else 0\n"
+    "  dn_scale: reflectance per DN for those files (Landsat 8/9 L1: dn_scale=2e-5 offset=-5000)\n"
+    "  names: the names the bands are written under (descriptions), in the order of bands="
 )
 
 _KEYS: dict[str, str | None] = {
@@ -79,6 +88,8 @@ _KEYS: dict[str, str | None] = {
     "gap": "8",
     "scale": "3",
     "offset": "",
+    "dn_scale": "1e-4",
+    "names": "",
 }
 """Command-line keys and defaults (None: required)."""
 
@@ -270,13 +281,16 @@ def _grid_text(src: Any) -> str:
 
 
 def read_bands(
-    where: dict[str, tuple[Path, int]], offset: float | dict[str, float] | None = None
+    where: dict[str, tuple[Path, int]],
+    offset: float | dict[str, float] | None = None,
+    dn_scale: float = DN_SCALE,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
     """Read the bands as float64 reflectance on their common grid.
 
     Args:
         where: band -> (file, band index), from :func:`find_bands`.
         offset: DN offset(s) for files without scale/offset tags (one for all or per band).
+        dn_scale: reflectance per DN for those files.
 
     Returns:
         (reflectance (C, H, W), valid (H, W), grid ``{"crs", "transform", "width",
@@ -320,8 +334,8 @@ def read_bands(
         else:
             ok &= raw != 0  # Sentinel-2's no-data DN
             dn = offset.get(band, 0.0) if isinstance(offset, dict) else float(offset or 0.0)
-            scale, add = DN_SCALE, dn * DN_SCALE
-            how = f"{band}: (DN + {dn:g}) x {DN_SCALE:g}"
+            scale, add = dn_scale, dn * dn_scale
+            how = f"{band}: (DN + {dn:g}) x {dn_scale:g}"
         arrays.append(raw.astype(np.float64) * scale + add)
         valid = ok if valid is None else valid & ok
         scalings.append(how)
@@ -440,6 +454,8 @@ def make_pair(
     gap: int = 8,
     scale: int = 3,
     offset: float | None = None,
+    dn_scale: float = DN_SCALE,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the Wald pair, the held-out region and its crops (see the module doc).
 
@@ -452,6 +468,8 @@ def make_pair(
         scale: LR pixel / HR pixel.
         offset: DN offset for files without scale/offset tags; None: from the scene's
             metadata, else 0.
+        dn_scale: reflectance per DN for files without scale/offset tags.
+        names: the names written (band descriptions), one per band; None: ``bands``.
 
     Returns:
         The split description (also written to ``out/split.json``).
@@ -467,6 +485,13 @@ def make_pair(
     bands = list(bands)
     if not bands or len(set(bands)) != len(bands):
         raise ConfigError(f"bands={bands}: give distinct band names, e.g. [B02,B03,B04,B08]")
+    names = list(names) if names else list(bands)
+    if len(names) != len(bands) or len(set(names)) != len(names):
+        raise ConfigError(
+            f"names={names}: give one distinct name per band of bands={bands}, in their order"
+        )
+    if not dn_scale > 0:
+        raise ConfigError(f"dn_scale={dn_scale}: give the reflectance per DN, > 0 (e.g. 1e-4)")
     where = find_bands(hr, bands)
     source: str | dict[str, float]
     if offset is not None:
@@ -476,7 +501,7 @@ def make_pair(
         folder = Path(hr) if isinstance(hr, str | Path) else Path()
         offsets = metadata_offsets(folder) if isinstance(hr, str | Path) else {}
         source = "MTD_MSI*.xml" if offsets else "none (0)"
-    refl, valid, grid, scalings = read_bands(where, offsets)
+    refl, valid, grid, scalings = read_bands(where, offsets, dn_scale)
 
     s = scale
     rows, cols = grid["height"] // s, grid["width"] // s
@@ -496,13 +521,13 @@ def make_pair(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "HR.tif", hr_data, hr_grid, bands)
-    _write(out / "LR.tif", lr_data, lr_grid, bands)
+    _write(out / "HR.tif", hr_data, hr_grid, names)
+    _write(out / "LR.tif", lr_data, lr_grid, names)
     test_hr = {**hr_grid, "transform": t_hr * Affine.translation(0, first * s)}
     test_lr = {**lr_grid, "transform": t_lr * Affine.translation(0, first)}
     test_hr["height"] = (rows - first) * s
-    _write(out / "HR_test.tif", hr_data[:, first * s :], test_hr, bands)
-    _write(out / "LR_test.tif", lr_data[:, first:], {**test_lr, "height": rows - first}, bands)
+    _write(out / "HR_test.tif", hr_data[:, first * s :], test_hr, names)
+    _write(out / "LR_test.tif", lr_data[:, first:], {**test_lr, "height": rows - first}, names)
 
     def bounds(r0: int, r1: int) -> list[float]:
         left, top = t_lr * (0, r0)
@@ -514,7 +539,8 @@ def make_pair(
     info = {
         "protocol": "Wald: LR = the scale x scale block mean of the HR on the nested grid",
         "inputs": {b: f"{p}" + (f" (band {i})" if i != 1 else "") for b, (p, i) in where.items()},
-        "bands": bands,
+        "bands": names,
+        "source_bands": bands,
         "reflectance": {"scalings": scalings, "offset_source": source},
         "scale": s,
         "crs": str(grid["crs"]),
@@ -573,6 +599,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         gap=_number("gap", v["gap"], int),
         scale=_number("scale", v["scale"], int),
         offset=_number("offset", v["offset"], float) if v["offset"] else None,
+        dn_scale=_number("dn_scale", v["dn_scale"], float),
+        names=_split_list(v["names"]) or None,
     )
     test = info["split"]["test"]
     print(
