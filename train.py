@@ -25,6 +25,9 @@ def main(cfg: DictConfig) -> float | None:
     Returns:
         The value of ``optimized_metric`` (None when unset).
     """
+    from bsrlc.numerics import pin_from_config
+
+    pin_from_config(cfg)  # before the first tensor operation
     from bsrlc.training import run
 
     return run(cfg)

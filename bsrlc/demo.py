@@ -1285,6 +1285,13 @@ def _maps_table(metrics: dict[str, Any], legend: Any, years: list[str]) -> list[
     return [*lines, ""]
 
 
+DEMO_THREADS = 2
+"""torch intra-op threads of ``python -m bsrlc.demo`` (the 2-core machine its tables come from)."""
+
+DEMO_CPU_ISA = "avx2"
+"""The instruction set ``python -m bsrlc.demo`` pins torch, oneDNN and MKL to."""
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     """Run the demo workflow from the command line.
@@ -1308,6 +1315,10 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"{option}: unknown option; use stage=NAME ({', '.join(STAGES)})")
         stage = value
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    from bsrlc.numerics import pin_cpu_numerics
+
+    # the same tables on any x86 machine and load: 2 threads, AVX2 kernels (bsrlc.numerics)
+    log.info("CPU numerics pinned: %s", pin_cpu_numerics(DEMO_THREADS, DEMO_CPU_ISA))
     out = args.out_dir or Path("outputs") / args.size
     run(args.size, args.data_dir, out, force=args.force, progress=not args.no_progress, stage=stage)
 
