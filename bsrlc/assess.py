@@ -41,7 +41,13 @@ from pyproj import CRS
 from bsrlc.data.legend import Legend
 from bsrlc.data.points import CLASS, _read_csv, points_to_pixels
 from bsrlc.errors import ConfigError, InputError, exit_on_user_error
-from bsrlc.evaluation.accuracy import AreaAccuracy, area_adjusted_accuracy, count_classes
+from bsrlc.evaluation.accuracy import (
+    AreaAccuracy,
+    area_adjusted_accuracy,
+    confusion_matrix,
+    count_classes,
+    values_at,
+)
 from bsrlc.raster import atomic_path, block_windows, open_raster
 
 log = logging.getLogger("bsrlc.assess")
@@ -622,9 +628,8 @@ def stratified_estimate(
     legend.validate(map_codes, f"{source} (map classes)")
     legend.validate(reference_codes, source)
     k = len(legend)
-    confusion = np.bincount(
-        legend.index_of(map_codes) * k + legend.index_of(reference_codes), minlength=k * k
-    ).reshape(k, k)
+    # map rows, reference columns, as the estimators take it
+    confusion = confusion_matrix(legend.index_of(reference_codes), legend.index_of(map_codes), k).T
     mapped = np.asarray(mapped_pixels, np.float64)
     n_i = confusion.sum(1)
     unsampled = [legend.names[i] for i in range(k) if mapped[i] > 0 and n_i[i] == 0]
@@ -649,18 +654,6 @@ def stratified_estimate(
         return area_adjusted_accuracy(confusion, mapped, pixel_area, legend.names, "ha")
     finally:
         accuracy_log.removeFilter(drop)
-
-
-def _values_at(path: str | os.PathLike[str], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Band-1 values at pixels (inside the raster), reading only the blocks that hold any."""
-    out = np.zeros(len(rows), np.int64)
-    with open_raster(path) as src:
-        for win in block_windows(src.width, src.height, BLOCK):
-            r0, c0 = int(win.row_off), int(win.col_off)
-            sel = (rows >= r0) & (rows < r0 + win.height) & (cols >= c0) & (cols < c0 + win.width)
-            if sel.any():
-                out[sel] = src.read(1, window=win)[rows[sel] - r0, cols[sel] - c0]
-    return out
 
 
 def estimate(
@@ -732,7 +725,7 @@ def estimate(
             _listed(ids[~inside].tolist()),
         )
     map_codes = np.full(len(points), nd, np.int64)
-    map_codes[inside] = _values_at(class_map, rows[inside], cols[inside])
+    map_codes[inside] = values_at(class_map, rows[inside], cols[inside])
     on_nodata = inside & (map_codes == nd)
     if on_nodata.any():
         log.warning(

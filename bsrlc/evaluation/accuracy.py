@@ -29,8 +29,19 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import torch
 from affine import Affine
 from rasterio.windows import Window
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCohenKappa,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
 from bsrlc.data.legend import Legend
 from bsrlc.data.points import CLASS, points_to_pixels
@@ -422,7 +433,7 @@ def assess_map(
     if array is not None:
         map_codes[inside] = array[rows[inside], cols[inside]]
     else:
-        map_codes[inside] = _sample(class_map, rows[inside], cols[inside])
+        map_codes[inside] = values_at(class_map, rows[inside], cols[inside])
     mapped = count_classes(array if array is not None else class_map, legend, nd)
     valid = inside & (map_codes != nd)
     if not valid.any():
@@ -441,7 +452,7 @@ def assess_map(
     map_idx = legend.index_of(map_codes[valid])
     ref_idx = legend.index_of(np.asarray(ref, np.int64)[valid])
     k = len(legend)
-    confusion = np.bincount(map_idx * k + ref_idx, minlength=k * k).reshape(k, k)
+    confusion = confusion_matrix(ref_idx, map_idx, k).T  # map rows, as the estimators take it
     unsampled = [legend.names[i] for i in range(k) if mapped[i] > 0 and confusion[i].sum() == 0]
     if unsampled:
         raise InputError(
@@ -454,8 +465,17 @@ def assess_map(
     return area_adjusted_accuracy(confusion, mapped, pixel_area, legend.names, area_unit)
 
 
-def _sample(path: str | os.PathLike[str], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Band-1 values at pixels, reading only the 1024 x 1024 blocks that hold any of them."""
+def values_at(path: str | os.PathLike[str], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Band-1 values at pixels, reading only the 1024 x 1024 blocks that hold any of them.
+
+    Args:
+        path: a raster.
+        rows: pixel rows, all inside the raster.
+        cols: pixel columns.
+
+    Returns:
+        int64 values, one per pixel.
+    """
     out = np.zeros(len(rows), np.int64)
     block = 1024
     keys = (rows // block) * (1 << 32) + cols // block
@@ -469,8 +489,85 @@ def _sample(path: str | os.PathLike[str], rows: np.ndarray, cols: np.ndarray) ->
     return out
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+def _labels(values: np.ndarray | Sequence[int], n_classes: int, what: str) -> Tensor:
+    """Class indices as a flat int64 tensor, checked to lie in 0..K-1."""
+    a = np.asarray(values)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{what} labels must be integer class indices, got {a.dtype}")
+    a = a.astype(np.int64, copy=not a.flags.writeable).ravel()  # torch needs writable memory
+    if a.size and (a.min() < 0 or a.max() >= n_classes):
+        raise ValueError(
+            f"{what} labels must be indices 0..{n_classes - 1}, got {a.min()}..{a.max()}"
+        )
+    return torch.from_numpy(a)
+
+
+def _label_pair(
+    y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int], n_classes: int
+) -> tuple[Tensor, Tensor]:
+    """Reference and predicted indices as tensors of one length, checked to lie in 0..K-1."""
+    t = _labels(y_true, n_classes, "reference")
+    p = _labels(y_pred, n_classes, "predicted")
+    if t.shape != p.shape:
+        raise ValueError(f"{t.numel()} reference and {p.numel()} predicted labels")
+    return t, p
+
+
+def classification_metric_collection(
+    n_classes: int, validate_args: bool = True
+) -> MetricCollection:
+    """The sample-based metrics, one definition for the training logs and the reports.
+
+    Keys (the training task logs them with a ``train/``, ``val/`` or ``test/`` prefix):
+    ``oa`` (micro accuracy), ``macro_f1``, ``kappa`` (Cohen's), and per-class ``f1``,
+    ``precision`` and ``recall``. torchmetrics' definitions are scikit-learn's: a class's
+    precision/recall/F1 is 0 when its denominator is 0, the macro F1 averages over the classes
+    that occur in the reference or the predictions, and kappa is NaN when it is undefined
+    (chance agreement 1: every sample of one class, in reference and predictions alike).
+
+    Args:
+        n_classes: K.
+        validate_args: let torchmetrics check every batch (costly on millions of labels;
+            :func:`classification_metrics` checks the range itself and turns it off).
+
+    Returns:
+        The (unprefixed) collection; update it with ``(preds, target)``.
+    """
+    kw = {"validate_args": validate_args}
+    return MetricCollection(
+        {
+            "oa": MulticlassAccuracy(n_classes, average="micro", **kw),
+            "macro_f1": MulticlassF1Score(n_classes, average="macro", **kw),
+            "kappa": MulticlassCohenKappa(n_classes, **kw),
+            "f1": MulticlassF1Score(n_classes, average="none", **kw),
+            "precision": MulticlassPrecision(n_classes, average="none", **kw),
+            "recall": MulticlassRecall(n_classes, average="none", **kw),
+        }
+    )
+
+
+def confusion_metric(n_classes: int, validate_args: bool = True) -> MulticlassConfusionMatrix:
+    """The confusion matrix metric of the training logs and of :func:`confusion_matrix`.
+
+    Args:
+        n_classes: K.
+        validate_args: let torchmetrics check every batch.
+
+    Returns:
+        A metric whose ``compute()`` is the (K, K) count matrix, reference rows and predicted
+        columns; update it with ``(preds, target)``.
+    """
+    return MulticlassConfusionMatrix(n_classes, validate_args=validate_args)
+
+
+def confusion_matrix(
+    y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int], n_classes: int
+) -> np.ndarray:
     """Counts with reference classes as rows and predictions as columns (scikit-learn's layout).
+
+    The counts come from :func:`confusion_metric` (the training logs' matrix); torchmetrics'
+    own argument checks are replaced by a range check here, which keeps whole maps (tens of
+    millions of pixels) as fast as a NumPy ``bincount``.
 
     Args:
         y_true: reference indices 0..K-1.
@@ -483,23 +580,22 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     Raises:
         ValueError: for indices outside 0..K-1 or arrays of different lengths.
     """
-    t = np.asarray(y_true, np.int64).ravel()
-    p = np.asarray(y_pred, np.int64).ravel()
-    if t.shape != p.shape:
-        raise ValueError(f"{t.size} reference and {p.size} predicted labels")
-    if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= n_classes):
-        raise ValueError(f"labels must be indices 0..{n_classes - 1}")
-    return np.bincount(t * n_classes + p, minlength=n_classes**2).reshape(n_classes, n_classes)
+    t, p = _label_pair(y_true, y_pred, n_classes)
+    if not t.numel():
+        return np.zeros((n_classes, n_classes), np.int64)
+    metric = confusion_metric(n_classes, validate_args=False)
+    metric.update(p, t)
+    return metric.compute().numpy().astype(np.int64)
 
 
 def classification_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
+    y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int], n_classes: int
 ) -> dict[str, Any]:
     """Overall accuracy, macro F1, Cohen's kappa and per-class precision, recall and F1.
 
-    Definitions follow scikit-learn (and torchmetrics): a class's precision/recall/F1 is 0 when
-    its denominator is 0, and the macro F1 averages over the classes that occur in the
-    reference or the predictions (as ``f1_score(average="macro")`` without ``labels``).
+    Computed by :func:`classification_metric_collection`, the metrics the training task logs,
+    so a report and a training log of the same predictions agree (definitions there). The
+    scores are torchmetrics' float32 values (about 7 significant digits).
 
     Args:
         y_true: reference indices 0..K-1.
@@ -510,26 +606,21 @@ def classification_metrics(
         ``{"oa", "macro_f1", "kappa", "precision", "recall", "f1", "support", "confusion"}``;
         per-class values are lists of K floats, ``support`` the reference count per class and
         ``confusion`` the (K, K) matrix (reference rows) as nested lists.
+
+    Raises:
+        ValueError: for indices outside 0..K-1, arrays of different lengths, or no samples.
     """
-    cm = confusion_matrix(y_true, y_pred, n_classes).astype(np.float64)
-    total = cm.sum()
-    tp = np.diag(cm)
-    support, predicted = cm.sum(1), cm.sum(0)
-    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(n_classes), where=denom > 0)
-    present = (support + predicted) > 0
-    oa = float(tp.sum() / total) if total else 0.0
-    expected = float((support * predicted).sum() / total**2) if total else 0.0
-    kappa = (oa - expected) / (1 - expected) if expected < 1 else 0.0
-    return {
-        "oa": oa,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "kappa": float(kappa),
-        "precision": precision.tolist(),
-        "recall": recall.tolist(),
-        "f1": f1.tolist(),
-        "support": support.astype(int).tolist(),
-        "confusion": cm.astype(int).tolist(),
-    }
+    t, p = _label_pair(y_true, y_pred, n_classes)
+    if not t.numel():
+        raise ValueError("no samples to score: the reference and predicted labels are empty")
+    confusion = confusion_metric(n_classes, validate_args=False)
+    metrics = classification_metric_collection(n_classes, validate_args=False)
+    confusion.update(p, t)
+    metrics.update(p, t)
+    cm = confusion.compute().numpy().astype(np.int64)
+    values = metrics.compute()
+    out: dict[str, Any] = {k: float(values[k]) for k in ("oa", "macro_f1", "kappa")}
+    out.update({k: values[k].tolist() for k in ("precision", "recall", "f1")})
+    out["support"] = cm.sum(1).tolist()
+    out["confusion"] = cm.tolist()
+    return out

@@ -45,7 +45,8 @@ def evaluate_at_points(
         split: use only points whose ``split`` column equals this (None: all).
 
     Returns:
-        Metrics (see :func:`classification_metrics`) plus ``n`` and the confusion matrix.
+        Metrics (see :func:`~bsrlc.evaluation.accuracy.classification_metrics`, the training
+        logs' definitions; ``confusion`` has reference rows) plus ``n``, the points scored.
     """
     codes, transform = read_map(map_path)
     with rasterio.open(map_path) as src:
@@ -61,7 +62,6 @@ def evaluate_at_points(
     y_pred = legend.index_of(pred[ok])
     out: dict[str, Any] = classification_metrics(y_true, y_pred, len(legend))
     out["n"] = int(ok.sum())
-    out["confusion"] = confusion_matrix(y_true, y_pred, len(legend)).tolist()
     return out
 
 
