@@ -338,6 +338,7 @@ def test_point_series_batches_encode_like_the_store(tmp_path):
     ds = PointSeries(st, rows, cols, labels=[4, 3, 2, 1, 0])
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_packed)
     batches = list(loader)
+    assert isinstance(batches[0]["values"], np.ndarray)  # compact until encode()
     assert [b["label"].tolist() for b in batches] == [[4, 3], [2, 1], [0]]
     assert [b["n_obs"].tolist() for b in batches] == [[2, 1], [2, 2], [1]]
     x = torch.cat([encode(b, n_bands=3) for b in batches])

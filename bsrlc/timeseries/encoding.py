@@ -178,19 +178,29 @@ class PointSeries(torch.utils.data.Dataset):
         return self.store.pixel_index(rr, cc)
 
     def __getitems__(self, ids: Sequence[int]) -> dict[str, Any]:
-        """A packed batch: ``values``, ``day``, ``sample``, ``shape``, ``label``, ``n_obs``."""
+        """A packed batch of numpy arrays.
+
+        Args:
+            ids: the points of the batch.
+
+        Returns:
+            ``values`` int16 (n, bands), ``day`` int16 (n,), ``sample`` int64 (n,), ``shape``
+            (the batch's pixel shape), ``label`` (B,), ``n_obs`` int64 observations per pixel
+            (0: an all-zero series).
+        """
         ids = np.asarray(ids, np.int64)
         index = self._index(ids)
         obs = self.store.gather(index)
         counts = self.store.counts(index)
+        # numpy, not torch: a worker sends these few small arrays pickled through its pipe,
+        # cheaper than torch's shared-memory file per tensor (measured in benchmarks/temporal.py)
         return {
-            "values": torch.from_numpy(np.ascontiguousarray(obs.values)),
-            # 1..365 fits int16; torch has no arithmetic on uint16
-            "day": torch.from_numpy(obs.day.astype(np.int16)),
-            "sample": torch.from_numpy(obs.sample),
+            "values": np.ascontiguousarray(obs.values),
+            "day": obs.day.astype(np.int16),  # 1..365 fits; torch has no arithmetic on uint16
+            "sample": obs.sample,
             "shape": obs.shape,
-            "label": torch.as_tensor(self.labels[ids]),
-            "n_obs": torch.from_numpy(np.asarray(counts, np.int64)),
+            "label": np.asarray(self.labels[ids]),
+            "n_obs": np.asarray(counts, np.int64),
         }
 
     def __getitem__(self, i: int) -> dict[str, Any]:
