@@ -41,7 +41,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from bsrlc.errors import InputError, missing_file_fix
+from bsrlc.errors import InputError, disk_full_error, is_disk_full, missing_file_fix
 
 GDAL_COG_OPTIONS: dict[str, Any] = {
     "driver": "COG",
@@ -750,16 +750,35 @@ class COGWriter:
             array: the block, with the raster's band count.
             window: where it goes.
         """
-        self._dst.write(array.astype(self._dst.dtypes[0], copy=False), window=window)
+        try:
+            self._dst.write(array.astype(self._dst.dtypes[0], copy=False), window=window)
+        except Exception as err:  # GDAL's write errors: RasterioIOError, CPLE_*Error
+            failed = self._failed(err, array.nbytes)
+            if failed is err:
+                raise
+            raise failed from None
+
+    def _failed(self, err: Exception, need: int = 0) -> Exception:
+        """A one-line :class:`~bsrlc.errors.DiskFullError` for a full disk, else ``err``.
+
+        Checked before the temporary files are removed (they hold the space the write took).
+        """
+        if is_disk_full(err, self.path.parent, need):
+            return disk_full_error(self.path.parent, self.path.name)
+        return err
 
     def close(self) -> Path:
         """Convert the staged raster to a COG and publish it at the destination.
 
         Returns:
             The destination path.
+
+        Raises:
+            DiskFullError: if the disk fills up (nothing is published; the temporary files are
+                removed).
         """
-        self._dst.close()
         try:
+            self._dst.close()  # flushes GDAL's cache: the stage's last blocks are written here
             rasterio.shutil.copy(
                 self._stage,
                 self._final_tmp,
@@ -770,6 +789,12 @@ class COGWriter:
                     **({} if self._overviews else {"overviews": "NONE"}),
                 },
             )
+        except Exception as err:  # GDAL's write errors: RasterioIOError, CPLE_*Error
+            failed = self._failed(err)
+            self.abort()
+            if failed is err:
+                raise
+            raise failed from None
         finally:
             self._stage.unlink(missing_ok=True)
         self._atomic.__exit__(None, None, None)

@@ -42,7 +42,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bsrlc.checkpoints import read_checkpoint
-from bsrlc.errors import ConfigError, InputError
+from bsrlc.errors import (
+    ConfigError,
+    InputError,
+    check_free_space,
+    disk_full_error,
+    is_disk_full,
+)
 
 log = logging.getLogger(__name__)
 
@@ -545,11 +551,38 @@ class ResumableCheckpoint(ModelCheckpoint):
         if self.last_every_n_train_steps and self.save_last and not trainer.fast_dev_run:
             self._write_last(trainer)
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Refuse early when the checkpoint folder cannot hold one checkpoint of this model."""
+        super().on_fit_start(trainer, pl_module)
+        if not trainer.is_global_zero or not self.dirpath:
+            return
+        # weights and buffers, and about two optimizer states per weight (Adam's moments)
+        weights = sum(p.numel() * p.element_size() for p in pl_module.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in pl_module.buffers())
+        check_free_space(
+            self.dirpath,
+            3 * weights + buffers,
+            "the checkpoints of this model (weights and optimizer states)",
+            "paths.log_dir",
+        )
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.partial"
-        super()._save_checkpoint(trainer, tmp)
-        if trainer.is_global_zero and os.path.exists(tmp):
-            os.replace(tmp, filepath)
+        try:
+            super()._save_checkpoint(trainer, tmp)
+            if trainer.is_global_zero and os.path.exists(tmp):
+                os.replace(tmp, filepath)
+        except (OSError, RuntimeError) as err:  # torch's writer: "unexpected pos ..."
+            folder = os.path.dirname(filepath)
+            full = is_disk_full(err, folder)
+            if trainer.is_global_zero:
+                Path(tmp).unlink(missing_ok=True)
+            if not full:
+                raise
+            kept = "the checkpoints written before are kept (ckpt_path=last resumes from them)"
+            raise disk_full_error(
+                folder, f"checkpoint {os.path.basename(filepath)}", kept, "paths.log_dir"
+            ) from None
         trainer.strategy.barrier("ResumableCheckpoint")
         self._last_checkpoint_saved = filepath
         self._due = False

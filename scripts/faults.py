@@ -572,6 +572,7 @@ class Reference:
     path: Path
     seconds: float
     first: float = 0.0  # train: seconds until the first last.ckpt
+    writes: int = 0  # train: last.ckpt writes seen
 
 
 class Suite:
@@ -747,20 +748,25 @@ class Suite:
         path = self.work / "ref" / key
         shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        first = 0.0
+        first, writes = 0.0, 0
         self.log(f"[faults] reference run: {key}")
         if key.startswith("train_"):
             task = key.split("_", 1)[1]
             watch = mtime_of("*/runs/*/checkpoints/last.ckpt", path)
             seen: list[float] = []
+            stamps: set[int] = set()
 
             def note(elapsed: float) -> bool:
-                if not seen and watch() is not None:
-                    seen.append(elapsed)
+                stamp = watch()
+                if stamp is not None:
+                    if not seen:
+                        seen.append(elapsed)
+                    stamps.add(stamp)
                 return False
 
             res = self.run(self.train_cmd(task, path), note)
             first = seen[0] if seen else res.seconds / 2
+            writes = len(stamps)
         elif key == "stm_tiled":
             res = self.run(self.stm_tiled_cmd(path))
         elif key == "stm_grid":
@@ -771,7 +777,7 @@ class Suite:
             raise KeyError(key)
         if res.rc != 0:
             raise SystemExit(f"reference run {key} failed:\n{res.shell()}\n{res.tail(3000)}")
-        self.refs[key] = Reference(path, res.seconds, first)
+        self.refs[key] = Reference(path, res.seconds, first, writes)
         return self.refs[key]
 
     def checkpoint(self, task: str) -> Path:
@@ -897,7 +903,12 @@ def _kill_train(suite: Suite, case: Case, task: str) -> None:
     training = max(ref.seconds - ref.first, 1.0)
 
     def first(d: Path) -> Callable[[float], bool]:
-        # after the first last.ckpt (so that there is a run to resume), anywhere in training
+        # after the first last.ckpt (so that there is a run to resume): half of the kills just
+        # after a random last.ckpt write (inside training), half at a random time after the
+        # first one (the end of training and the shutdown too)
+        if suite.rng.random() < 0.5 and ref.writes > 1:
+            n = suite.rng.randint(1, ref.writes)
+            return AfterChanges(mtime_of(ckpt, logs(d)), n, suite.rng.uniform(0, 0.2))
         return AfterChanges(mtime_of(ckpt, logs(d)), 1, suite.rng.uniform(0, training))
 
     def later(d: Path) -> Callable[[float], bool]:

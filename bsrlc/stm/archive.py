@@ -53,7 +53,7 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, unary_union
 from tqdm.auto import tqdm
 
-from bsrlc.errors import ConfigError, InputError
+from bsrlc.errors import ConfigError, DiskFullError, InputError, check_free_space, format_bytes
 from bsrlc.raster import COGWriter, open_raster
 from bsrlc.stm.compose import (
     OUT_NODATA,
@@ -970,6 +970,14 @@ def ingest(
         counts["outside_periods"],
         counts["bad"],
     )
+    computed = [t for t in todo if t.scenes]
+    raw = len(computed) * plan.grid.tile_pixels**2 * len(plan.descriptions) * 2  # int16
+    check_free_space(
+        out_dir,
+        raw // 4,
+        f"the {len(computed)} STM tiles to compute ({format_bytes(raw)} uncompressed, rarely "
+        "compressed below a quarter)",
+    )
     results: list[TileResult] = []
     threads = _set_threads(workers)
     try:
@@ -977,6 +985,12 @@ def ingest(
             _run_dask(plan, todo, overwrite, progress, results.append, dask_address)
         else:
             _run_local(plan, todo, overwrite, progress, results.append)
+    except DiskFullError as err:
+        done = sum(t.path.exists() for t in tasks)
+        raise DiskFullError(
+            f"{err}; {done} of {len(tasks)} tiles are finished and kept (the rerun computes the "
+            "others)"
+        ) from None
     finally:
         _set_threads(threads)
     failed = sorted({f for r in results for f in r.failed})

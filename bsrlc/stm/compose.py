@@ -49,7 +49,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from bsrlc.errors import ConfigError, InputError
+from bsrlc.errors import ConfigError, InputError, check_free_space, format_bytes
 from bsrlc.raster import COGWriter, RasterInfo, block_windows, check_same_grid, open_raster
 from bsrlc.stm.indices import IndexMatrices, index_matrices
 from bsrlc.stm.metrics import MetricSpec, compute_stm_int16, parse_metrics
@@ -910,6 +910,12 @@ def composite(
     if removed:
         log.info("%s: removed %d temporary files of an interrupted run", out_path, removed)
     grid = p.grid
+    raw = grid.width * grid.height * len(p.descriptions) * 2  # int16
+    check_free_space(
+        out_path.parent,
+        raw // 4,
+        f"{out_path.name} ({format_bytes(raw)} uncompressed, rarely compressed below a quarter)",
+    )
     windows = block_windows(grid.width, grid.height, block_size)
     tags = stm_tags(sensor.name, d0, d1, chosen, p.spec, p.idx)
     band_tags = [{"SCALE": str(1 / OUT_SCALE)}] * (len(p.descriptions) - 1) + [{"SCALE": "1"}]
