@@ -10,18 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCohenKappa,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics import MeanMetric
 
 from bsrlc.config import plain
+from bsrlc.errors import ConfigError
+from bsrlc.evaluation.accuracy import classification_metric_collection, confusion_metric
 from bsrlc.inference.checks import training_grid
 from bsrlc.tasks.panels import log_image
 
@@ -67,7 +62,8 @@ class CentrePatchTask(L.LightningModule):
 
     Args:
         net: config of the network (``_target_``; ``in_channels`` and ``n_classes`` are set
-            from the data when absent or null).
+            from the data when absent or null, checked against it when given). The network is
+            built in Lightning's ``configure_model`` hook, or at once when both are given.
         optimizer: partial optimiser config (AdamW by default).
         scheduler: partial LR scheduler config (stepped per epoch) or None.
         label_smoothing: cross-entropy label smoothing.
@@ -100,23 +96,40 @@ class CentrePatchTask(L.LightningModule):
         # lists with one per band when the raster's bands carry different scale/offset tags
         self.input_scale: float | list[float] = 1e-4
         self.input_offset: float | list[float] = 0.0
+        # statistics and loss weights setup takes from the datamodule, loaded into the buffers
+        # by configure_model (which builds them), before Lightning restores a checkpoint
+        self._data_state: dict[str, Tensor] = {}
         if net.get("in_channels") and net.get("n_classes"):
-            self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
+            self.configure_model()  # sizes in the config: build now (checkpoints, direct use)
 
     # -- building ------------------------------------------------------------------------------
 
-    def configure_model_now(self, in_channels: int, n_classes: int) -> None:
-        """Build the network and the metrics for a number of bands and classes.
+    def configure_model(self) -> None:
+        """Lightning's hook: build the network, its buffers and the metrics, once.
 
-        Args:
-            in_channels: input bands.
-            n_classes: classes.
+        The sizes come from ``hparams.net`` (``in_channels``, ``n_classes``): given in the
+        config, or set by :meth:`setup` from the datamodule (Lightning calls ``setup`` before
+        this hook, and the hook before restoring a checkpoint). Idempotent, as Lightning asks:
+        later calls build nothing and only load statistics a new ``setup`` took from the data.
+
+        Raises:
+            ConfigError: if the sizes are unknown (no config values and no datamodule).
         """
-        if self.net is not None:
-            return
-        cfg = {**self.hparams.net, "in_channels": in_channels, "n_classes": n_classes}
-        self.hparams.net.update(cfg)
-        self.net = instantiate(cfg)
+        if self.net is None:
+            net = self.hparams.net
+            if not (net.get("in_channels") and net.get("n_classes")):
+                raise ConfigError(
+                    "model.net.in_channels and model.net.n_classes are unknown: set them, or "
+                    "train with a datamodule that gives them"
+                )
+            self._build(int(net["in_channels"]), int(net["n_classes"]))
+        for name, value in self._data_state.items():
+            getattr(self, name).copy_(value)
+        self._data_state = {}
+
+    def _build(self, in_channels: int, n_classes: int) -> None:
+        """Build the network, its buffers and the metrics for a number of bands and classes."""
+        self.net = instantiate(self.hparams.net)
         self.register_buffer("norm_mean", torch.zeros(in_channels))
         self.register_buffer("norm_std", torch.ones(in_channels))
         self.register_buffer("loss_weights", torch.ones(n_classes))
@@ -127,16 +140,8 @@ class CentrePatchTask(L.LightningModule):
         self._val_logits: list[Tensor] = []
         self._val_labels: list[Tensor] = []
         self.n_classes = n_classes
-        metrics = MetricCollection(
-            {
-                "oa": MulticlassAccuracy(n_classes, average="micro"),
-                "macro_f1": MulticlassF1Score(n_classes, average="macro"),
-                "kappa": MulticlassCohenKappa(n_classes),
-                "f1": MulticlassF1Score(n_classes, average="none"),
-                "precision": MulticlassPrecision(n_classes, average="none"),
-                "recall": MulticlassRecall(n_classes, average="none"),
-            }
-        )
+        # the metrics of bsrlc.evaluation.accuracy, the same definitions as the reports'
+        metrics = classification_metric_collection(n_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         # The epoch's mean training loss as a metric of the module rather than Lightning's
         # on_epoch accumulator: its state goes into checkpoints (bsrlc.resume), so a run
@@ -144,20 +149,39 @@ class CentrePatchTask(L.LightningModule):
         self.train_loss = MeanMetric()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.val_confusion = MulticlassConfusionMatrix(n_classes)
-        self.test_confusion = MulticlassConfusionMatrix(n_classes)
+        self.val_confusion = confusion_metric(n_classes)
+        self.test_confusion = confusion_metric(n_classes)
+
+    def _size_from_data(self, in_channels: int, n_classes: int, source: str) -> None:
+        """Set the network's sizes in ``hparams.net`` (from ``source``), or check given ones."""
+        net = self.hparams.net
+        for key, value in (("in_channels", in_channels), ("n_classes", n_classes)):
+            given = net.get(key)
+            if given and int(given) != value:
+                raise ConfigError(
+                    f"model.net.{key}={given} does not match {source} ({key} {value}); set "
+                    f"model.net.{key}={value}, or null to take it from the data"
+                )
+            net[key] = value
 
     def setup(self, stage: str) -> None:
         """Size the network from the datamodule and take its statistics and weights.
 
+        The sizes go into ``hparams.net`` and the statistics wait for :meth:`configure_model`,
+        which Lightning calls next.
+
         Args:
             stage: Lightning's stage.
+
+        Raises:
+            ConfigError: if configured network sizes disagree with the data.
         """
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
             return
         dm.setup(stage)
-        self.configure_model_now(len(dm.bands), dm.num_classes)
+        source = f"the data: {len(dm.bands)} bands, {dm.num_classes} legend classes"
+        self._size_from_data(len(dm.bands), dm.num_classes, source)
         self.bands = list(dm.bands)
         self.legend = dm.legend.to_config()
         scalings = getattr(dm, "input_scaling", None)
@@ -169,17 +193,20 @@ class CentrePatchTask(L.LightningModule):
                 self.input_scale = [s.scale for s in first]
                 self.input_offset = [s.offset for s in first]
         if stage == "fit":
-            self.norm_mean.copy_(torch.tensor(dm.norm_stats["mean"]))
-            self.norm_std.copy_(torch.tensor(dm.norm_stats["std"]))
+            state = {
+                "norm_mean": torch.tensor(dm.norm_stats["mean"]),
+                "norm_std": torch.tensor(dm.norm_stats["std"]),
+            }
             weighted = self.hparams.class_weighting and dm.balance == "weights"
             if weighted and dm.class_weights:
-                self.loss_weights.copy_(torch.tensor(dm.class_weights))
+                state["loss_weights"] = torch.tensor(dm.class_weights)
             priors = getattr(dm, "train_priors", None)
             if priors is not None:
                 if dm.balance == "weights" and not self.hparams.class_weighting:
                     counts = np.asarray(dm.class_weights, np.float64) ** -1.0
                     priors = (counts / counts.sum()).tolist()  # unweighted loss: the sample's
-                self.train_priors.copy_(torch.tensor(priors, dtype=torch.float32))
+                state["train_priors"] = torch.tensor(priors, dtype=torch.float32)
+            self._data_state = state
 
     def configure_optimizers(self) -> Any:
         """AdamW (or the configured optimiser) and an optional epoch-wise scheduler.
@@ -202,6 +229,7 @@ class CentrePatchTask(L.LightningModule):
         Args:
             checkpoint: the checkpoint dict.
         """
+        self.configure_model()  # a no-op in a Trainer; builds a task set up by hand
         checkpoint["bsrlc"] = {
             "task": "classify",
             "bands": self.bands,
@@ -226,8 +254,9 @@ class CentrePatchTask(L.LightningModule):
         """
         meta = checkpoint.get("bsrlc", {})
         net = checkpoint.get("hyper_parameters", {}).get("net", {})
-        if self.net is None and net.get("in_channels"):
-            self.configure_model_now(int(net["in_channels"]), int(net["n_classes"]))
+        if self.net is None and net.get("in_channels") and net.get("n_classes"):
+            self._size_from_data(int(net["in_channels"]), int(net["n_classes"]), "the checkpoint")
+            self.configure_model()
         self.bands = list(meta.get("bands", []))
         self.legend = meta.get("legend")
         self.input_scale = meta.get("input_scale") or 1e-4
@@ -256,7 +285,7 @@ class CentrePatchTask(L.LightningModule):
             label_smoothing=self.hparams.label_smoothing,
         )
         preds = logits.argmax(1)
-        if stage == "val" and self._trainer is not None and not self.trainer.sanity_checking:
+        if stage == "val" and self._calibrating():
             self._val_logits.append(logits.detach().float().cpu())
             self._val_labels.append(y.detach().cpu())
         getattr(self, f"{stage}_metrics").update(preds, y)
@@ -268,6 +297,16 @@ class CentrePatchTask(L.LightningModule):
         else:
             self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _calibrating(self) -> bool:
+        """Whether this validation fits the temperature: in training (not its sanity check).
+
+        A standalone ``trainer.validate`` leaves a trained model's temperature as it is (and
+        runs in inference mode, where no temperature could be fitted).
+        """
+        if self._trainer is None:
+            return False
+        return self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Cross-entropy on a batch.
@@ -356,7 +395,7 @@ class CentrePatchTask(L.LightningModule):
         self._epoch_end("train")
 
     def on_validation_epoch_end(self) -> None:
-        """Log validation metrics and the confusion matrix; calibrate on the validation set."""
+        """Log validation metrics and the confusion matrix; in training, fit the temperature."""
         self._epoch_end("val")
         if self._val_logits:
             logits = torch.cat(self._val_logits)
