@@ -7,10 +7,6 @@ validation points are whole blocks of the remaining area, and training points wi
 reach of any validation or test point are dropped, so no training patch overlaps an evaluation
 patch.
 
-:class:`PointSampler` is the torchgeo form of the same sampling (torchgeo 0.8 has no
-point-centred sampler); training reads from the chip cache instead, which serves identical
-patches much faster.
-
 Each raster's stored values become reflectance by its own scaling (:mod:`bsrlc.data.reflectance`:
 ``input_scale`` if given, else its GDAL scale/offset tags, else 1 for float and 1e-4 for integer
 data), checked against a plausible range before anything is cached (reflectance or indices,
@@ -23,7 +19,7 @@ reflectance x 1e-4, CLEAR_COUNT x 1) each take their own
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +28,6 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
-from torchgeo.datasets import GeoDataset
-from torchgeo.samplers import GeoSampler
 
 from bsrlc.data.chips import (
     EpochSampler,
@@ -70,49 +64,6 @@ from bsrlc.raster import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class PointSampler(GeoSampler):
-    """Yield the patch centred on each point's pixel, as torchgeo queries.
-
-    Args:
-        dataset: the raster dataset.
-        xs: point x coordinates in the dataset's CRS.
-        ys: point y coordinates.
-        patch_size: patch edge in pixels (odd).
-    """
-
-    def __init__(
-        self, dataset: GeoDataset, xs: Sequence[float], ys: Sequence[float], patch_size: int
-    ) -> None:
-        super().__init__(dataset)
-        self.xs, self.ys, self.patch_size = np.asarray(xs), np.asarray(ys), patch_size
-        x, y, _ = dataset.bounds
-        self.x0, self.y1 = x.start, y.stop  # the grid's top-left corner
-        res: Any = dataset.res
-        self.rx: float = float(res) if np.isscalar(res) else float(res[0])
-        self.ry: float = float(res) if np.isscalar(res) else float(res[1])
-
-    def __len__(self) -> int:
-        return len(self.xs)
-
-    def __iter__(self) -> Iterator[tuple[slice, slice, slice]]:
-        """Patch queries, one per point.
-
-        Yields:
-            ``[xmin:xmax:res, ymin:ymax:res, tmin:tmax]`` of the patch around each point.
-        """
-        h = self.patch_size // 2
-        for x, y in zip(self.xs, self.ys, strict=True):
-            col = np.floor((x - self.x0) / self.rx)
-            row = np.floor((self.y1 - y) / self.ry)
-            xmin = self.x0 + (col - h) * self.rx
-            ymax = self.y1 - (row - h) * self.ry
-            yield (
-                slice(xmin, xmin + self.patch_size * self.rx, self.rx),
-                slice(ymax - self.patch_size * self.ry, ymax, self.ry),
-                slice(self.toi.left, self.toi.right),
-            )
 
 
 class PointPatches(Dataset):
@@ -774,4 +725,4 @@ def _band_stats(
     return {**out, "mean": mean.tolist(), "std": std.tolist()}
 
 
-__all__ = ["PointPatchDataModule", "PointPatches", "PointSampler", "points_to_pixels"]
+__all__ = ["PointPatchDataModule", "PointPatches", "points_to_pixels"]
