@@ -219,3 +219,19 @@ def test_configure_model_builds_once_from_the_data_and_checks_sizes() -> None:
     wrong._trainer = SimpleNamespace(datamodule=_datamodule())
     with pytest.raises(ConfigError, match=r"^model\.net\.in_channels=4 does not match the data"):
         wrong.setup("fit")
+
+
+def test_wall_to_wall_ratios_are_the_report_precision_and_recall() -> None:
+    """The area scores of a whole map are precision/recall where defined, NaN where not."""
+    from bsrlc.evaluation.maps import wall_to_wall
+
+    codes = np.asarray(LEGEND.codes)
+    truth, pred = codes[Y_TRUE].reshape(2, 5), codes[Y_PRED].reshape(2, 5)
+    area = wall_to_wall(pred, truth, LEGEND)
+    report = classification_metrics(Y_TRUE, Y_PRED, K)
+    users = [area["users_accuracy"][n] for n in LEGEND.names]
+    producers = [area["producers_accuracy"][n] for n in LEGEND.names]
+    np.testing.assert_allclose(users[:3], report["precision"][:3], rtol=1e-6)
+    np.testing.assert_allclose(producers[:4], report["recall"][:4], rtol=1e-6)
+    assert np.isnan(users[3:]).all() and np.isnan(producers[4])  # never mapped / never true
+    assert area["area_oa"] == pytest.approx(report["oa"])

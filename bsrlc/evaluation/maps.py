@@ -275,6 +275,9 @@ def wall_to_wall(map_codes: np.ndarray, truth_codes: np.ndarray, legend: Legend)
     true = legend.index_of(truth_codes.ravel())
     ok = (pred >= 0) & (true >= 0)
     cm = confusion_matrix(true[ok], pred[ok], k).astype(np.float64)
+    # Own ratios rather than torchmetrics' precision/recall (the same numbers where defined):
+    # a class absent from map or truth has no user's/producer's accuracy (NaN here), where
+    # torchmetrics reports 0, and the counts of a whole map are all these ratios need.
     mapped, truth = cm.sum(0), cm.sum(1)
     diag = np.diag(cm)
     with np.errstate(divide="ignore", invalid="ignore"):
