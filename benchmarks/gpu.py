@@ -1,15 +1,24 @@
 """GPU benchmark: sr_seed training throughput (fp32 vs bf16), peak memory, prediction Mpx/s, DDP.
 
-THE ONE COMMAND for a session with a CUDA GPU (about 3-5 minutes on one H100/H200, hard cap
-9.5 minutes; every stage has its own timeout and the JSON line is printed whatever fails):
+THE ONE COMMAND on a machine with a CUDA GPU and bsrlc's environment (about 3-5 minutes on
+one H100/H200, capped at 9.5 by ``--budget 570``; every stage has its own timeout and the JSON
+line is printed whatever fails):
 
-    .venv/bin/python benchmarks/gpu.py --out "$OUT/gpu_bench"
+    python benchmarks/gpu.py --out DIR        # DIR: result.json and one log per stage
 
-(``--out`` keeps each stage's log, result and the JSON line as ``result.json``; without it a
-temporary folder is used and removed.) Other options:
+On this workplace's H200 device machine (its image has torch and Lightning but not rasterio,
+Hydra, geopandas, ...): first, here, ``python benchmarks/gpu.py --fetch-wheels
+outputs/gpu_wheels`` (10 wheels, 46 MiB, for its Python 3.12; ``outputs/`` is git-ignored), then
+one ``run`` with ``carry=["outputs/gpu_wheels"]`` and ``timeout_s=600``:
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target
+    /tmp/site outputs/gpu_wheels/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 &&
+    python3 benchmarks/gpu.py --out $OUT/gpu
+
+(8 files come back: ``result.json`` and the 7 stage logs). Other options:
 
     python benchmarks/gpu.py [--quick] [--lr-px 1024] [--pretrain-steps 150] [--gan-steps 150]
-        [--warmup 25] [--budget 570] [--out DIR] [--keep]
+        [--warmup 25] [--budget 570] [--out DIR] [--work DIR] [--keep]
 
 Each stage runs in its own child process with a timeout (its process group is killed when the
 time is up), so a stage that fails or hangs is recorded in ``stages`` and the others still run:
@@ -59,6 +68,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -86,14 +96,26 @@ RECIPE = {"pretrain": 20000, "adversarial": 40000}
 FULL = {"lr_px": 1024, "pretrain": 150, "gan": 150, "warmup": 25, "points": 4000}
 QUICK = {"lr_px": 64, "pretrain": 6, "gan": 6, "warmup": 2, "points": 300}
 DDP_WORKAROUNDS = [
-    # every rank draws the same patches: bsrlc's ResumableLoader cannot be rebuilt with
-    # Lightning's DistributedSampler (TypeError: multiple values for argument 'sampler'); the
-    # work per rank and step is the same, so the throughput is that of a sharded run
-    "+trainer.use_distributed_sampler=false",
+    # Lightning cannot rebuild bsrlc's ResumableLoader with its DistributedSampler (TypeError:
+    # multiple values for argument 'sampler'); without it each rank draws its own batches (the
+    # same work per rank and step as a sharded run)
+    "++trainer.use_distributed_sampler=false",
     # the L1 phase leaves the discriminator unused: plain DDP stops at the second batch
     "trainer.strategy=ddp_find_unused_parameters_true",
 ]
 """Overrides ``trainer=ddp`` needs for sr_seed today (recorded in the JSON's ``ddp``)."""
+DEVICE_WHEELS = [
+    "hydra-core",
+    "omegaconf",
+    "rasterio",
+    "affine",
+    "cligj",
+    "click-plugins",
+    "pyproj",
+    "shapely",
+    "geopandas",
+]
+"""What bsrlc's training and prediction import that the H200 image lacks (antlr4 aside)."""
 TIMEOUTS = {
     "inputs": 180,
     "train_fp32": 300,
@@ -171,6 +193,9 @@ def step_timer(out: str, warmup: int, pretrain: int, total: int) -> Any:
                 res["peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
                 res["peak_reserved_gb"] = torch.cuda.max_memory_reserved(dev) / 2**30
                 res["gpu"] = torch.cuda.get_device_name(dev)
+                # "fp32" as PyTorch runs it by default: cuDNN convolutions may use TF32
+                res["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+                res["matmul_precision"] = torch.get_float32_matmul_precision()
             dm = trainer.datamodule
             res["batch_size"] = getattr(dm, "batch_size", None)
             rank = trainer.global_rank
@@ -336,8 +361,8 @@ def run_predict(
 class Runner:
     """Runs stages as child processes with timeouts, under an overall time budget."""
 
-    def __init__(self, work: Path, budget: float, env: dict[str, str]) -> None:
-        self.work, self.env = work, env
+    def __init__(self, logs: Path, budget: float, env: dict[str, str]) -> None:
+        self.logs, self.env = logs, env
         self.deadline = time.monotonic() + budget
         self.stages: dict[str, dict[str, Any]] = {}
         self.proc: subprocess.Popen | None = None
@@ -383,7 +408,7 @@ class Runner:
             self.stages[name] = {"ok": False, "wall_s": 0.0, "cpu_s": 0.0, "error": why}
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {why}", flush=True)
             return None
-        log = self.work / f"{name}.log"
+        log = self.logs / f"{name}.log"
         print(f"[{time.strftime('%H:%M:%S')}] {name} (limit {timeout:.0f} s)", flush=True)
         t0 = time.perf_counter()
         error = None
@@ -447,8 +472,12 @@ def _last_error(log: Path) -> str:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no log"
+    lines = [ln for ln in lines if "HYDRA_FULL_ERROR" not in ln]
     for line in reversed(lines):
-        if "Error" in line or "error" in line or line.startswith(("Traceback", "RuntimeError")):
+        if re.match(r"(error:|[\w.]*(Error|Exception)\b)", line):
+            return line[-400:]
+    for line in reversed(lines):
+        if "rror" in line:
             return line[-400:]
     return lines[-1][-400:] if lines else "no output"
 
@@ -561,6 +590,33 @@ def classify_cmd(run: Path, inputs: dict[str, Any], quick: bool) -> list[str]:
     return cmd
 
 
+def fetch_wheels(dest: Path) -> None:
+    """Download the wheels of :data:`DEVICE_WHEELS` for the GPU machine's Python 3.12.
+
+    Versions are this environment's (``importlib.metadata``); antlr4's runtime has no wheel on
+    PyPI and is built here (pure Python).
+
+    Args:
+        dest: the folder (``outputs/gpu_wheels``: ignored by git, named in the run's carry).
+    """
+    from importlib.metadata import version
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pins = [f"{name}=={version(name)}" for name in DEVICE_WHEELS]
+    platforms = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28)] + ["manylinux2014_x86_64"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--python-version", "3.12", "--implementation", "cp", "-d", str(dest)]
+    cmd += [a for p in platforms for a in ("--platform", p)]
+    subprocess.run([*cmd, *pins], check=True)
+    antlr = f"antlr4-python3-runtime=={version('antlr4-python3-runtime')}"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dest), antlr], check=True
+    )
+    wheels = sorted(dest.glob("*.whl"))
+    size = sum(w.stat().st_size for w in wheels) / 2**20
+    print(f"{len(wheels)} wheels, {size:.0f} MiB in {dest}")
+
+
 def usage_error(message: str) -> NoReturn:
     """Print one line to stderr and exit with status 2."""
     print(message, file=sys.stderr)
@@ -575,11 +631,21 @@ def main() -> None:
     ap.add_argument("--gan-steps", type=int, default=None, help="adversarial batches (150)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed batches per phase (25)")
     ap.add_argument("--budget", type=float, default=570.0, help="cap on the whole run (s)")
-    ap.add_argument("--out", default=None, help="keep logs, runs and result.json here")
-    ap.add_argument("--keep", action="store_true", help="keep the inputs and runs under --out")
+    ap.add_argument("--out", default=None, help="stage logs and result.json (small) go here")
+    ap.add_argument("--work", default=None, help="inputs, runs, outputs (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    ap.add_argument(
+        "--fetch-wheels",
+        default=None,
+        metavar="DIR",
+        help="download here the wheels the GPU machine lacks, then exit",
+    )
     ap.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--args", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.fetch_wheels:
+        fetch_wheels(Path(args.fetch_wheels))
+        return
     if args.stage:  # a child process: one stage, its JSON on the last line
         kw = json.loads(args.args)
         if args.stage == "inputs":
@@ -616,15 +682,20 @@ def main() -> None:
     n_gpus = torch.cuda.device_count() if cuda else 0
 
     tmp = None
-    if args.out:
-        work = Path(args.out).resolve()
+    if args.work:
+        work = Path(args.work).resolve()
         work.mkdir(parents=True, exist_ok=True)
     else:
         tmp = tempfile.mkdtemp(prefix="bsrlc_gpu_bench_")
         work = Path(tmp)
+    logs = Path(args.out).resolve() if args.out else work
+    logs.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        # benchmarks/ for the step timer, the checkout for bsrlc (where it is not installed)
+        "PYTHONPATH": os.pathsep.join(
+            [str(HERE), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
         "WANDB_MODE": "offline",
         "BSRLC_ROOT": str(work / "root"),
         "BSRLC_CACHE": str(work / "cache"),
@@ -632,7 +703,7 @@ def main() -> None:
     }
     if args.quick:
         env["CUDA_VISIBLE_DEVICES"] = ""
-    runner = Runner(work, args.budget, env)
+    runner = Runner(logs, args.budget, env)
     me = [sys.executable, str(Path(__file__).resolve())]
 
     def child(stage: str, **kw: Any) -> list[str]:
@@ -701,9 +772,13 @@ def main() -> None:
             res = runner.run("ddp", cmd, timer)
             if res:
                 ddp = {"devices": n_ddp, "overrides": DDP_WORKAROUNDS, **res}
-                single = (train.get("bf16") or {}).get("l1_steps_s")
+                # per-rank batches/s over one device's at the same precision: 1 = linear
+                same = {"32-true": "fp32", "bf16-mixed": "bf16"}.get(str(res.get("precision")))
+                single = (train.get(same or "") or {}).get("l1_steps_s")
                 if single and res.get("l1_steps_s"):
                     ddp["scaling_efficiency"] = res["l1_steps_s"] / single
+                if res.get("l1_steps_s") and res.get("batch_size"):
+                    ddp["l1_samples_s"] = res["l1_steps_s"] * n_ddp * res["batch_size"]
         else:
             reason = f"{n_gpus} CUDA device visible; DDP needs 2 or more"
             runner.skip("ddp", reason)
@@ -728,6 +803,7 @@ def main() -> None:
         "fp32_peak_mem_gb": r(fp32.get("peak_mem_gb")),
         "bf16_peak_reserved_gb": r(bf16.get("peak_reserved_gb")),
         "batch_size": bf16.get("batch_size") or fp32.get("batch_size"),
+        "fp32_cudnn_tf32": fp32.get("cudnn_allow_tf32"),
         "full_recipe_h": (
             round(
                 (
@@ -785,10 +861,11 @@ def main() -> None:
     for name, st in runner.stages.items():
         print(f"stage {name}: {'ok' if st['ok'] else st.get('skipped') or st['error']}")
     line = json.dumps(result)
-    if args.out:
-        (work / "result.json").write_text(line + "\n")
+    (logs / "result.json").write_text(line + "\n")
     if tmp and not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not args.out:
+            print(f"(stage logs removed with {tmp}; --out DIR keeps them)", file=sys.stderr)
     print(line)
     failed = [n for n, s in runner.stages.items() if s["ok"] is False]
     sys.exit(1 if failed else 0)
