@@ -409,3 +409,123 @@ def test_tiny_world_store_counts_every_clear_observation(tiny_world, tmp_path):
     obs = st.gather(st.pixel_index([r], [c]))
     k = list(obs.day).index(day_index(src.scenes[t].date))
     assert obs.values[k].tolist() == stack[t, :, r, c].tolist()  # demo scale 1e-4: DNs kept
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenes as delivered (another CRS), warped onto the target grid's tiles
+
+
+def _utm_scene(folder: Path, name: str, date: str, value: int, x0: float, clear_cols=None):
+    """A 40 x 40 px 30 m scene in UTM 33N, one file per band (value everywhere) and a QA file."""
+    from bsrlc.stm.sources import MaskLayer, scene_from_files
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prof = {
+        "driver": "GTiff",
+        "width": 40,
+        "height": 40,
+        "count": 1,
+        "crs": "EPSG:32633",
+        "transform": from_origin(x0, 5_540_000, 30, 30),
+    }
+    files = {}
+    for b in BANDS:
+        files[b] = folder / f"{name}_{b}.tif"
+        with rasterio.open(files[b], "w", dtype="int16", nodata=-9999, **prof) as dst:
+            dst.write(np.full((1, 40, 40), value, np.int16))
+    qa = np.ones((40, 40), np.uint8)
+    if clear_cols is not None:
+        qa[:, clear_cols:] = 0
+    with rasterio.open(folder / f"{name}_QA.tif", "w", dtype="uint8", **prof) as dst:
+        dst.write(qa[None])
+    return scene_from_files(
+        files,
+        date,
+        masks=[MaskLayer(folder / f"{name}_QA.tif", "valid")],
+        scene_id=name,
+        scale=1e-4,
+    )
+
+
+def test_archive_scenes_straddling_tiles_are_split_between_them(tmp_path):
+    from odc.geo.geom import box
+
+    from bsrlc.stm.grid import TargetGrid
+    from bsrlc.stm.sources import WarpReader
+    from bsrlc.timeseries.store import build_archive_store
+
+    a = _utm_scene(tmp_path / "in", "A", "2019-06-01", 1000, 500_000)
+    b = _utm_scene(tmp_path / "in", "B", "2019-07-01", 2000, 500_300, clear_cols=20)
+    c = _utm_scene(tmp_path / "in", "C", "2019-06-01", 3000, 500_000)  # 2nd source, same day
+    grid = TargetGrid(crs="EPSG:3035", resolution=30, tile_size=30 * 32)
+    srcs = [("s2", [a, b]), ("landsat", [c])]
+    paths = build_archive_store(srcs, tmp_path / "obs", 2019, grid, bands=BANDS)
+    assert len(paths) == 6  # the scenes' footprints touch six 32 x 32 px tiles ...
+    stores = [ObservationStore(p) for p in paths]
+    assert sum(s.meta["n_obs"] > 0 for s in stores) >= 4  # ... and give clear pixels to 4+
+    assert all(s.height == s.width == 32 and s.meta["crs"] == "EPSG:3035" for s in stores)
+    jun, jul = day_index(dt.date(2019, 6, 1)), day_index(dt.date(2019, 7, 1))
+    for st in stores:
+        assert set(np.unique(st.day)) <= {jun, jul}
+        # June: source s2 (1000) wins over landsat (3000) wherever it is clear
+        assert set(st.values[st.day == jun, 0].tolist()) <= {1000}
+        assert set(st.values[st.day == jul, 0].tolist()) <= {2000}
+    # every tile holds exactly the clear pixels of the scenes inside it: the sum over tiles is
+    # what one read of the union of the tiles gives
+    reader = WarpReader()
+    xs = [s.meta["transform"][2] for s in stores]
+    ys = [s.meta["transform"][5] for s in stores]
+    union = grid.geobox(box(min(xs), min(ys) - 480, max(xs) + 480, max(ys), "EPSG:3035"))
+    n_jun = np.count_nonzero(reader.read(a, union, BANDS).clear)
+    n_jul = np.count_nonzero(reader.read(b, union, BANDS).clear)
+    reader.close()
+    assert n_jun > 0 and n_jul > 0
+    assert sum(int((s.day == jun).sum()) for s in stores) == n_jun
+    assert sum(int((s.day == jul).sum()) for s in stores) == n_jul
+    assert sum(int((s.sensor == 1).sum()) for s in stores) == 0  # C is hidden under A
+    with pytest.raises(InputError, match=r"A_BLU.tif: scene A dated 2019-06-01, outside 2020"):
+        build_archive_store([("s2", [a])], tmp_path / "obs2", 2020, grid, bands=BANDS)
+    with pytest.raises(InputError, match=r"A_BLU.tif: scene A has no band\(s\) NIR"):
+        build_archive_store([("s2", [a])], tmp_path / "obs2", 2019, grid, bands=[*BANDS, "NIR"])
+
+
+def test_cli_landsat_c2_archive_onto_a_grid_tile(tmp_path, capsys):
+    """A Collection 2 scene in UTM as delivered: stored on an EPSG:3035 tile with C2 scaling."""
+    from bsrlc.stm.grid import TargetGrid
+    from bsrlc.stm.sources import WarpReader, discover_sources
+    from bsrlc.timeseries.__main__ import main
+    from tests.test_stm_archive import _c2_scene, _original
+
+    truth, fields = _original()
+    _c2_scene(
+        tmp_path / "c2", truth, fields["2020-05-10"], "2020-05-10", 32633, (17.85, 18.15), "190025"
+    )
+    grid = TargetGrid(tile_size=3000)
+    x, y = truth.affine * (truth.shape.x / 2, truth.shape.y / 2)
+    tile = grid.tile_of_point(x, y)
+    main(
+        [
+            f"scenes={tmp_path / 'c2'}",
+            "source=landsat_c2",
+            "year=2020",
+            f"out={tmp_path / 'o'}",
+            "grid.tile_size=3000",
+            f"tiles=[{tile.id}]",
+        ]
+    )
+    [printed] = capsys.readouterr().out.split()
+    st = ObservationStore(printed)
+    assert st.meta["tile"] == tile.id and (st.height, st.width) == (100, 100)
+    assert set(np.unique(st.day).tolist()) == {day_index(dt.date(2020, 5, 10))}
+    [scene] = discover_sources(tmp_path / "c2").scenes
+    with WarpReader() as reader:
+        got = reader.read(scene, tile.geobox, list(st.bands))
+    refl = np.rint((got.data.astype(np.float64) * 2.75e-5 - 0.2) * 1e4)
+    assert st.n_empty == int((~got.clear).sum())
+    np.testing.assert_array_equal(st.counts(np.arange(100 * 100)), got.clear.reshape(-1) * 1)
+    np.testing.assert_allclose(
+        st.values, refl.reshape(6, -1)[:, got.clear.reshape(-1)].T, atol=1
+    )  # float32 vs float64 rounding
+    with pytest.raises(SystemExit):
+        main([f"scenes={tmp_path / 'c2'}", "source=landsat_c2", "year=2019", f"out={tmp_path}"])
+    assert "no scene of 2019 (1 scenes of years 2020)" in capsys.readouterr().err

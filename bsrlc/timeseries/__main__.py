@@ -20,6 +20,18 @@ Keys:
     tile_size: tile edge in pixels (default null: one tile); tiles: only these tile ids.
     overwrite: rebuild existing stores (default false).
 
+Scenes as delivered (any CRS; Landsat C2 L2 folders, Sentinel-2 L2A), warped onto the tiles of
+a target grid as ``python -m bsrlc.stm source=...`` does::
+
+    python -m bsrlc.timeseries source=landsat_c2 scenes=/data/c2 year=2019 out=/data/obs \
+        grid.crs=EPSG:3035 grid.resolution=30 grid.tile_size=30000 'tiles=[X0105_Y0091]'
+
+    source: landsat_c2, sentinel2_l2a or auto (one per folder, or one for all); null (default):
+        scenes already on one grid (the keys above).
+    grid.crs, grid.resolution, grid.tile_size, grid.origin: the target grid (defaults EPSG:3035,
+        30, 30000, [0, 7200000]); grid.fine=true: the tiles' 10 m pixels.
+    resampling (bilinear), min_clear_fraction (1.0), boa_offset (Sentinel-2 without metadata).
+
 stdout gets the store folders, one a line; a problem with the input is one line on stderr
 (exit status 2) naming the file, the problem and the fix. The store layout and the rules for
 leap days, same-day observations and tiles are in :mod:`bsrlc.timeseries.store`.
@@ -32,9 +44,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bsrlc.errors import ConfigError, exit_on_user_error
+from bsrlc.errors import ConfigError, InputError, exit_on_user_error
 
 KEYS = (
+    "source",
+    "grid",
+    "resampling",
+    "min_clear_fraction",
+    "boa_offset",
     "scenes",
     "sensor",
     "year",
@@ -56,6 +73,11 @@ DEFAULTS: dict[str, Any] = {
     "tiles": None,
     "overwrite": False,
     "name": None,
+    "source": None,
+    "grid": {},
+    "resampling": "bilinear",
+    "min_clear_fraction": 1.0,
+    "boa_offset": None,
 }
 
 
@@ -76,7 +98,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     fields = [a for a in argv if a.startswith("sensor.")]
     argv = [a for a in argv if not a.startswith("sensor.")]
     for a in argv:
-        key = a.split("=", 1)[0]
+        key = a.split("=", 1)[0].split(".", 1)[0]
         if "=" not in a or key not in KEYS:
             raise ConfigError(
                 f"{a}: not a key=value setting of {', '.join(KEYS)}; see python -m "
@@ -155,6 +177,8 @@ def run(cfg: dict[str, Any]) -> list[Path]:
     except (TypeError, ValueError):
         raise ConfigError(f"year={cfg['year']}: not a year; write e.g. year=2019") from None
     names = cfg["name"] if isinstance(cfg["name"], list) else [cfg["name"]] * len(folders)
+    if cfg.get("source"):
+        return run_archive(cfg, folders, names, year)
     sources = []
     for folder, sensor, name in zip(folders, sensors, names, strict=False):
         sc = sensor_config(str(sensor), cfg.get("sensor_fields"))
@@ -175,6 +199,71 @@ def run(cfg: dict[str, Any]) -> list[Path]:
         year,
         tile_size=cfg["tile_size"],
         tiles_wanted=cfg["tiles"],
+        overwrite=bool(cfg["overwrite"]),
+    )
+
+
+def run_archive(cfg: dict[str, Any], folders: list[Any], names: list[Any], year: int) -> list[Path]:
+    """Stores of scenes as delivered (``source=`` set), warped onto the target grid's tiles.
+
+    Args:
+        cfg: from :func:`parse_args`.
+        folders: one scene folder per source, in priority order.
+        names: the sources' names (None: the product).
+        year: the year; scenes of other years in the folders are skipped.
+
+    Returns:
+        The store folders.
+
+    Raises:
+        ConfigError: for an unknown source or grid key.
+        InputError: for a folder without scenes of the year.
+    """
+    from bsrlc.stm.grid import DEFAULT_ORIGIN, TargetGrid
+    from bsrlc.stm.sources import discover_sources
+    from bsrlc.timeseries.store import build_archive_store
+
+    kinds = cfg["source"] if isinstance(cfg["source"], list) else [cfg["source"]] * len(folders)
+    if len(kinds) != len(folders):
+        raise ConfigError(
+            f"source={kinds}: {len(kinds)} sources for {len(folders)} folders; give one per folder"
+        )
+    g = dict(cfg.get("grid") or {})
+    unknown = set(g) - {"crs", "resolution", "tile_size", "origin", "fine"}
+    if unknown:
+        raise ConfigError(
+            f"grid.{sorted(unknown)[0]}: unknown; use grid.crs, grid.resolution, grid.tile_size, "
+            "grid.origin or grid.fine"
+        )
+    grid = TargetGrid(
+        crs=str(g.get("crs") or "EPSG:3035"),
+        resolution=float(g.get("resolution") or 30.0),
+        tile_size=float(g.get("tile_size") or 30_000.0),
+        origin=tuple(g["origin"]) if g.get("origin") is not None else DEFAULT_ORIGIN,
+    )
+    sources = []
+    for folder, kind, name in zip(folders, kinds, names, strict=False):
+        product = None if kind == "auto" else str(kind)
+        found = discover_sources(folder, product, boa_offset=cfg.get("boa_offset")).scenes
+        scenes = [s for s in found if s.date.year == year]
+        if not scenes:
+            years = sorted({s.date.year for s in found})
+            raise InputError(
+                f"{folder}: no scene of {year} ({len(found)} scenes of years "
+                f"{', '.join(map(str, years))}); set year= to one of them or point scenes= at "
+                "another folder"
+            )
+        sources.append((str(name or kind), scenes))
+    return build_archive_store(
+        sources,
+        cfg["out"],
+        year,
+        grid,
+        tiles_wanted=cfg["tiles"],
+        bands=list(cfg["bands"]),
+        resampling=str(cfg["resampling"]),
+        min_clear_fraction=float(cfg["min_clear_fraction"]),
+        fine=bool(g.get("fine", False)),
         overwrite=bool(cfg["overwrite"]),
     )
 

@@ -65,7 +65,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,46 +247,45 @@ def _to_store_units(stack: np.ndarray, sensor: SensorConfig) -> np.ndarray:
     return out.astype(np.int16)
 
 
-def window_observations(
-    plans: Sequence[StmPlan], readers: Sequence[SceneReader], window: Window
+def merge_observations(
+    days: Sequence[np.ndarray],
+    refl: Sequence[np.ndarray],
+    clear: Sequence[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The clear observations of one window, per pixel (row-major) and day.
+    """Merge the sources' scenes of one window into one observation per pixel and day.
 
     Applies the same-day and source-priority rules of the module docstring.
 
     Args:
-        plans: one plan per source, in priority order.
-        readers: a :class:`~bsrlc.stm.compose.SceneReader` per plan.
-        window: the window of the grid.
+        days: per source, (t,) day index of each scene.
+        refl: per source, (t, bands, h, w) int16 reflectance x 10000.
+        clear: per source, (t, h, w) bool.
 
     Returns:
         (counts, day, values, sensor): int64 (h*w,) observations per pixel; uint16 (n,) day
         index; int16 (n, bands) reflectance x 10000; uint8 (n,) source index; sorted by pixel,
         then day.
     """
-    h, w = int(window.height), int(window.width)
-    n_bands = len(plans[0].bands)
-    days_of = [np.array([day_index(s.date) for s in p.scenes]) for p in plans]
-    all_days = np.unique(np.concatenate(days_of))  # ascending: observations come out day-sorted
-    slot_of = {int(d): i for i, d in enumerate(all_days)}
+    shapes = [c.shape[1:] for c in clear]
+    h, w = shapes[0]
+    n_bands = next((r.shape[1] for r in refl if r.ndim == 4), 0)
+    all_days = np.unique(np.concatenate([np.asarray(d, np.int64) for d in days]))
+    slot_of = {int(d): i for i, d in enumerate(all_days)}  # ascending: obs come out day-sorted
     vals = np.zeros((len(all_days), n_bands, h, w), np.int16)
     ok = np.zeros((len(all_days), h, w), np.bool_)
     sens = np.zeros((len(all_days), h, w), np.uint8)
-    for k, (p, reader) in enumerate(zip(plans, readers, strict=True)):
-        stack, clear = reader.read(window)
-        refl = _to_store_units(stack, p.sensor)
-        del stack
-        days = days_of[k]
-        for d in np.unique(days):
-            ts = np.flatnonzero(days == d)
+    for k, (d_k, r_k, c_k) in enumerate(zip(days, refl, clear, strict=True)):
+        d_k = np.asarray(d_k)
+        for d in np.unique(d_k):
+            ts = np.flatnonzero(d_k == d)
             slot = slot_of[int(d)]
             if len(ts) == 1:
-                v, c = refl[ts[0]], clear[ts[0]]
+                v, c = r_k[ts[0]], c_k[ts[0]]
             else:  # one source, several scenes on one day: mean of the clear ones
-                c_t = clear[ts]
+                c_t = c_k[ts]
                 n = c_t.sum(axis=0)
-                s = (refl[ts].astype(np.float32) * c_t[:, None]).sum(axis=0)
-                v = np.rint(s / np.maximum(n, 1)).astype(np.int16)
+                total = (r_k[ts].astype(np.float32) * c_t[:, None]).sum(axis=0)
+                v = np.rint(total / np.maximum(n, 1)).astype(np.int16)
                 c = n > 0
             new = c & ~ok[slot]  # sources are in priority order: fill only what is still empty
             if new.any():
@@ -300,6 +299,29 @@ def window_observations(
     day = all_days[slot_idx].astype(np.uint16)
     sensor = sens.reshape(len(all_days), h * w)[slot_idx, pix]
     return counts, day, values, sensor
+
+
+def window_observations(
+    plans: Sequence[StmPlan], readers: Sequence[SceneReader], window: Window
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The clear observations of one window of on-grid scenes, per pixel (row-major) and day.
+
+    Args:
+        plans: one plan per source, in priority order.
+        readers: a :class:`~bsrlc.stm.compose.SceneReader` per plan.
+        window: the window of the grid.
+
+    Returns:
+        See :func:`merge_observations`.
+    """
+    days, refl, clear = [], [], []
+    for p, reader in zip(plans, readers, strict=True):
+        stack, c = reader.read(window)
+        refl.append(_to_store_units(stack, p.sensor))
+        clear.append(c)
+        days.append(np.array([day_index(s.date) for s in p.scenes]))
+        del stack
+    return merge_observations(days, refl, clear)
 
 
 class _NpyAppender:
@@ -385,37 +407,23 @@ def store_path(out_dir: str | Path, tile: str, year: int) -> Path:
     return Path(out_dir) / f"{tile}_{year}{SUFFIX}"
 
 
-def build_tile(
-    plans: Sequence[StmPlan],
-    sources: Sequence[Source],
-    year: int,
-    tile: str,
-    window: Window,
-    path: str | Path,
-    strip_pixels: int = 256 * 256,
+Strips = Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+"""``(first row, rows) -> (counts, day, values, sensor)`` of full-width strips of a tile."""
+
+
+def _write_store(
+    path: Path,
+    h: int,
+    w: int,
+    n_bands: int,
+    strips: Strips,
+    meta: dict[str, Any],
+    strip_pixels: int,
 ) -> Path:
-    """Write the store of one tile-year (atomically).
-
-    Args:
-        plans: from :func:`plan_sources`.
-        sources: the sources (for names and meta.json).
-        year: the year.
-        tile: the tile id.
-        window: the tile's window in the scenes' grid.
-        path: the store folder to create.
-        strip_pixels: pixels read at once (full-width row strips keep the row-major pixel
-            order); memory ~ scenes x bands x strip_pixels x 6 B.
-
-    Returns:
-        The store folder.
-    """
-    path = Path(path)
+    """Write a store folder atomically from full-width row strips (row-major pixel order)."""
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    h, w = int(window.height), int(window.width)
-    n_bands = len(plans[0].bands)
-    readers = [SceneReader(p) for p in plans]
     ptr = np.lib.format.open_memmap(tmp / "ptr.npy", mode="w+", dtype=np.int64, shape=(h * w + 1,))
     ptr[0] = 0
     day_f = _NpyAppender(tmp / "day.npy", np.uint16)
@@ -427,8 +435,7 @@ def build_tile(
     try:
         for r0 in range(0, h, rows):
             nr = min(rows, h - r0)
-            win = Window(window.col_off, window.row_off + r0, w, nr)
-            counts, day, values, sensor = window_observations(plans, readers, win)
+            counts, day, values, sensor = strips(r0, nr)
             p0 = r0 * w
             ptr[p0 + 1 : p0 + nr * w + 1] = n_obs + np.cumsum(counts)
             n_obs += int(counts.sum())
@@ -439,32 +446,15 @@ def build_tile(
     finally:
         for f in (day_f, val_f, sen_f):
             f.close()
-        for r in readers:
-            r.close()
     ptr.flush()
     del ptr
-    grid = plans[0].grid
-    transform = grid.transform * grid.transform.translation(window.col_off, window.row_off)
-    meta: dict[str, Any] = {
+    meta = {
         "format": FORMAT,
-        "year": int(year),
-        "tile": tile,
+        **meta,
         "height": h,
         "width": w,
-        "window": [int(window.col_off), int(window.row_off), w, h],
-        "crs": grid.crs.to_string() if grid.crs is not None else None,
-        "transform": list(transform)[:6],
-        "bands": list(plans[0].bands),
         "value_scale": VALUE_SCALE,
         "n_days": N_DAYS,
-        "sources": [
-            {
-                "name": s.name,
-                "n_scenes": len(s.scenes),
-                "scenes": [str(x.files[0]) for x in s.scenes],
-            }
-            for s in sources
-        ],
         "n_obs": n_obs,
         "n_empty": n_empty,
         "rules": {
@@ -477,6 +467,7 @@ def build_tile(
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
+    year = meta["year"]
     log.info(
         "%s: %d x %d px, %d observations (%.1f per pixel), %d pixels without a clear "
         "observation in %d, %.1f s",
@@ -499,6 +490,62 @@ def build_tile(
             year,
         )
     return path
+
+
+def build_tile(
+    plans: Sequence[StmPlan],
+    sources: Sequence[Source],
+    year: int,
+    tile: str,
+    window: Window,
+    path: str | Path,
+    strip_pixels: int = 256 * 256,
+) -> Path:
+    """Write the store of one tile-year of on-grid scenes (atomically).
+
+    Args:
+        plans: from :func:`plan_sources`.
+        sources: the sources (for names and meta.json).
+        year: the year.
+        tile: the tile id.
+        window: the tile's window in the scenes' grid.
+        path: the store folder to create.
+        strip_pixels: pixels read at once (full-width row strips keep the row-major pixel
+            order); memory ~ scenes x bands x strip_pixels x 8 B.
+
+    Returns:
+        The store folder.
+    """
+    h, w = int(window.height), int(window.width)
+    readers = [SceneReader(p) for p in plans]
+
+    def strips(r0: int, nr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        win = Window(window.col_off, window.row_off + r0, w, nr)
+        return window_observations(plans, readers, win)
+
+    grid = plans[0].grid
+    transform = grid.transform * grid.transform.translation(window.col_off, window.row_off)
+    meta: dict[str, Any] = {
+        "year": int(year),
+        "tile": tile,
+        "window": [int(window.col_off), int(window.row_off), w, h],
+        "crs": grid.crs.to_string() if grid.crs is not None else None,
+        "transform": list(transform)[:6],
+        "bands": list(plans[0].bands),
+        "sources": [
+            {
+                "name": s.name,
+                "n_scenes": len(s.scenes),
+                "scenes": [str(x.files[0]) for x in s.scenes],
+            }
+            for s in sources
+        ],
+    }
+    try:
+        return _write_store(Path(path), h, w, len(plans[0].bands), strips, meta, strip_pixels)
+    finally:
+        for r in readers:
+            r.close()
 
 
 def build_store(
@@ -712,3 +759,134 @@ class ObservationStore:
         out = np.zeros((n, len(self.bands), N_DAYS), np.int16)
         out[obs.sample, :, obs.day.astype(np.int64) - 1] = obs.values
         return out.reshape(*obs.shape, len(self.bands), N_DAYS)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenes as delivered (any CRS and resolution), warped onto the target grid's tiles
+
+
+def build_archive_store(
+    sources: Sequence[tuple[str, Sequence[Any]]],
+    out_dir: str | Path,
+    year: int,
+    grid: Any = None,
+    tiles_wanted: Sequence[str] | None = None,
+    bands: Sequence[str] = ("BLU", "GRN", "RED", "NIR", "SW1", "SW2"),
+    resampling: str = "bilinear",
+    min_clear_fraction: float = 1.0,
+    fine: bool = False,
+    overwrite: bool = False,
+    strip_pixels: int = 256 * 256,
+) -> list[Path]:
+    """Observation stores of scenes as delivered, warped onto the tiles of a target grid.
+
+    The scenes are read as :mod:`bsrlc.stm.archive` reads them (:class:`bsrlc.stm.sources.
+    WarpReader`: QA decoded at native resolution, reflectance warped window by window, no
+    full-scene copy), each with its own scale/offset (Landsat C2, Sentinel-2 baselines). A
+    scene straddling tiles gives each tile the part of it inside the tile.
+
+    Args:
+        sources: ``(name, scenes)`` per source in priority order; scenes are
+            :class:`bsrlc.stm.sources.SourceScene` (``discover_sources(...).scenes``, a STAC
+            catalog's, or :func:`bsrlc.stm.sources.scene_from_files`).
+        out_dir: where the ``{tile}_{year}.obs`` folders go.
+        year: the year every scene must fall in.
+        grid: a :class:`bsrlc.stm.grid.TargetGrid` (default: EPSG:3035, 30 m, 30 km tiles).
+        tiles_wanted: tile ids; None = every tile the scenes touch.
+        bands: band names (every scene must have them).
+        resampling: reflectance resampling.
+        min_clear_fraction: share of a target pixel that must be clear in the native QA.
+        fine: use the tiles' fine (10 m) pixels instead of the coarse ones.
+        overwrite: rebuild existing stores.
+        strip_pixels: pixels read at once.
+
+    Returns:
+        The store folders.
+
+    Raises:
+        InputError: for a scene outside the year or without a band (naming it).
+        ConfigError: for no scenes, more than 255 sources or a bad grid setting.
+    """
+    from bsrlc.stm.grid import TargetGrid, area_from_rasters
+    from bsrlc.stm.sources import WarpReader
+
+    grid = grid or TargetGrid()
+    if not sources or not any(len(sc) for _, sc in sources):
+        raise ConfigError("scenes: no source given; set scenes=FOLDER (and source=)")
+    if len(sources) > 255:
+        raise ConfigError(f"{len(sources)} sources: at most 255 fit sensor.npy's uint8; merge some")
+    bands = list(bands)
+    for _, scenes in sources:
+        for sc in scenes:
+            where = sc.metadata or next(iter(sc.bands.values()), sc.id)
+            if sc.date.year != year:
+                raise InputError(
+                    f"{where}: scene {sc.id} dated {sc.date}, outside {year}; drop it or set "
+                    f"year={sc.date.year}"
+                )
+            missing = [b for b in bands if b not in sc.bands]
+            if missing:
+                raise InputError(
+                    f"{where}: scene {sc.id} has no band(s) {', '.join(missing)} (it has "
+                    f"{', '.join(sc.bands)}); every sensor needs every band: drop the scene or "
+                    "fix bands="
+                )
+    if tiles_wanted is None:
+        firsts = [next(iter(sc.bands.values())) for _, scs in sources for sc in scs]
+        chosen = [t.id for t in grid.tiles(area_from_rasters(firsts, grid.crs))]
+    else:
+        chosen = [str(t) for t in tiles_wanted]
+    out = []
+    for tid in chosen:
+        path = store_path(out_dir, tid, year)
+        if path.exists() and not overwrite:
+            log.info("%s exists: kept (overwrite=true rebuilds it)", path)
+            out.append(path)
+            continue
+        tile = grid.tile(tid)
+        gbox = tile.fine if fine else tile.geobox
+        reader = WarpReader(resampling, min_clear_fraction)
+        over = [[s for s in scs if reader.overlaps(s, gbox)] for _, scs in sources]
+        h, w = gbox.shape.yx
+
+        def strips(
+            r0: int, nr: int, gbox: Any = gbox, over: Any = over, reader: Any = reader
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            sub = gbox[r0 : r0 + nr, :]
+            sw = sub.shape.x
+            days, refl, clear = [], [], []
+            for scenes in over:
+                here = [s for s in scenes if reader.overlaps(s, sub)]
+                stack = np.zeros((len(here), len(bands), nr, sw), np.float32)
+                c = np.zeros((len(here), nr, sw), np.bool_)
+                for t, s in enumerate(here):
+                    c[t] = reader.read(s, sub, bands, out=stack[t]).clear
+                    for b, name in enumerate(bands):  # each scene's own scale and offset
+                        stack[t, b] *= np.float32(s.scale.get(name, 1.0) / VALUE_SCALE)
+                        stack[t, b] += np.float32(s.offset.get(name, 0.0) / VALUE_SCALE)
+                np.rint(stack, out=stack)
+                np.clip(stack, -32767, 32767, out=stack)
+                days.append(np.array([day_index(s.date) for s in here], np.int64))
+                refl.append(stack.astype(np.int16))
+                clear.append(c)
+            return merge_observations(days, refl, clear)
+
+        meta: dict[str, Any] = {
+            "year": int(year),
+            "tile": tid,
+            "window": None,
+            "crs": str(grid.crs),
+            "transform": list(gbox.affine)[:6],
+            "bands": bands,
+            "resampling": resampling,
+            "min_clear_fraction": min_clear_fraction,
+            "sources": [
+                {"name": name, "n_scenes": len(sc), "scenes": [s.id for s in sc]}
+                for (name, _), sc in zip(sources, over, strict=True)
+            ],
+        }
+        try:
+            out.append(_write_store(path, h, w, len(bands), strips, meta, strip_pixels))
+        finally:
+            reader.close()
+    return out
