@@ -130,6 +130,10 @@ def test_store_holds_exactly_the_clear_observations(tmp_path):
     assert dense.shape == (1, 1, 3, 365)
     assert dense[0, 0, :, 4].tolist() == [v1[b, 2, 3] for b in range(3)]
     assert np.count_nonzero(dense) == 3
+    rows, cols = st.rowcol(
+        [4_000_000 + 30 * 3 + 1, 4_000_000 + 59.9], [3_000_000 - 30 * 2 - 1, 3e6]
+    )
+    assert rows.tolist() == [2, 0] and cols.tolist() == [3, 1]
     meta = json.loads((path / "meta.json").read_text())
     assert meta["bands"] == BANDS and meta["year"] == 2019 and meta["sources"][0]["n_scenes"] == 2
     assert not (tmp_path / "obs" / "X0000_Y0000_2019.obs.partial").exists()

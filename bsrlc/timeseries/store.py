@@ -53,8 +53,10 @@ Rules (each tested in tests/test_timeseries.py):
 
 Tiles: with ``tile_size`` (pixels) the scenes' grid is cut into tiles ``X{i:04d}_Y{j:04d}``
 (column and row tile index from the grid's upper-left corner); without it the whole grid is one
-tile ``X0000_Y0000``. Scenes as delivered (any CRS, warped onto the target grid, the
-real-archive path of :mod:`bsrlc.stm.archive`) are not read here yet: grid them first.
+tile ``X0000_Y0000``. Scenes as delivered (any CRS and resolution; Landsat C2, Sentinel-2 L2A,
+STAC, files) go through :func:`build_archive_store` instead: each is warped onto the tiles of a
+:class:`bsrlc.stm.grid.TargetGrid` (tile ids as ``python -m bsrlc.stm source=...`` names them)
+with the STM ingest's reader, strip by strip, each scene with its own scale and offset.
 """
 
 from __future__ import annotations
@@ -706,6 +708,22 @@ class ObservationStore:
                 f"outside the {self.height}x{self.width} tile; use the tile that holds it"
             )
         return r * self.width + c
+
+    def rowcol(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel rows and columns of map coordinates (in the store's CRS), e.g. of points.
+
+        Args:
+            xs: x coordinates.
+            ys: y coordinates.
+
+        Returns:
+            (rows, cols) int64; pixels outside the tile are refused by :meth:`pixel_index`.
+        """
+        from affine import Affine
+
+        inv = ~Affine(*self.meta["transform"])
+        cols, rows = inv * (np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+        return np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
 
     def counts(self, index: Any) -> np.ndarray:
         """Clear observations per pixel (0: an all-zero series).
