@@ -1544,8 +1544,12 @@ def table(cases: Sequence[Case]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the cases and write the report; exit status 1 when a case found a problem."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=20, help="kills per program (default 20)")
-    parser.add_argument("--quick", action="store_true", help="3 kills per program, fewer levels")
+    parser.add_argument(
+        "--kills", type=int, default=None, help="kills per program (default 20; 3 with --quick)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 kills per program (unless --kills), fewer levels"
+    )
     parser.add_argument("--chain", type=int, default=3, help="kills per trial at most (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -1558,7 +1562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [c for c in names if c not in RUNNERS]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
-    kills = 3 if args.quick else args.kills
+    kills = args.kills if args.kills is not None else 3 if args.quick else 20
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     suite = Suite(args.work, kills=kills, seed=args.seed, chain=args.chain, quick=args.quick)
