@@ -348,6 +348,11 @@ def test_point_series_batches_encode_like_the_store(tmp_path):
     x = torch.cat([encode(b, n_bands=3) for b in batches])
     ref = st.dense(st.pixel_index(rows, cols)).astype(np.float32) * 1e-4
     np.testing.assert_allclose(x[:, :3].numpy(), ref, rtol=1e-6)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(ds))  # spawned workers: the path travels, not the data
+    assert len(pickle.dumps(st)) < 500 and isinstance(again.store.values, np.memmap)
+    assert again.__getitems__([2])["values"].tolist() == ds.__getitems__([2])["values"].tolist()
     patches = PointSeries(st, rows, cols, patch=3)
     b = patches.__getitems__([0])
     assert b["shape"] == (1, 3, 3)

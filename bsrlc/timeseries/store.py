@@ -671,6 +671,14 @@ class ObservationStore:
                 "python -m bsrlc.timeseries ... overwrite=true"
             )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the path only (spawned DataLoader workers reopen the memory maps)."""
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Reopen the store (see :meth:`__getstate__`)."""
+        self.__init__(state["path"])  # type: ignore[misc]
+
     @property
     def bands(self) -> list[str]:
         """Band names."""
