@@ -188,8 +188,8 @@ class PointSeries(torch.utils.data.Dataset):
             (the batch's pixel shape), ``label`` (B,), ``n_obs`` int64 observations per pixel
             (0: an all-zero series).
         """
-        ids = np.asarray(ids, np.int64)
-        index = self._index(ids)
+        sel = np.asarray(ids, np.int64)
+        index = self._index(sel)
         obs = self.store.gather(index)
         counts = self.store.counts(index)
         # numpy, not torch: a worker sends these few small arrays pickled through its pipe,
@@ -199,7 +199,7 @@ class PointSeries(torch.utils.data.Dataset):
             "day": obs.day.astype(np.int16),  # 1..365 fits; torch has no arithmetic on uint16
             "sample": obs.sample,
             "shape": obs.shape,
-            "label": np.asarray(self.labels[ids]),
+            "label": np.asarray(self.labels[sel]),
             "n_obs": np.asarray(counts, np.int64),
         }
 

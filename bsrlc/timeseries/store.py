@@ -341,7 +341,7 @@ class _NpyAppender:
 
     HEADER = 128  # bytes, magic and length included; a multiple of 64 as the format asks
 
-    def __init__(self, path: Path, dtype: np.dtype, tail: tuple[int, ...] = ()) -> None:
+    def __init__(self, path: Path, dtype: Any, tail: tuple[int, ...] = ()) -> None:
         self.path, self.dtype, self.tail, self.n = path, np.dtype(dtype), tail, 0
         self.f = open(path, "wb")  # closed in close()
         self.f.write(self._header(10**15))
