@@ -1,7 +1,7 @@
 """GPU benchmark: sr_seed training throughput (fp32 vs bf16), peak memory, prediction Mpx/s, DDP.
 
 THE ONE COMMAND on a machine with a CUDA GPU and bsrlc's environment (about 3-5 minutes on
-one H100/H200, capped at 9.5 by ``--budget 570``; every stage has its own timeout and the JSON
+one H100/H200, capped at 9 minutes by ``--budget 540``; every stage has its own timeout and the JSON
 line is printed whatever fails):
 
     python benchmarks/gpu.py --out DIR        # DIR: result.json and one log per stage
@@ -18,7 +18,7 @@ one ``run`` with ``carry=["outputs/gpu_wheels"]`` and ``timeout_s=600``:
 (8 files come back: ``result.json`` and the 7 stage logs). Other options:
 
     python benchmarks/gpu.py [--quick] [--lr-px 1024] [--pretrain-steps 150] [--gan-steps 150]
-        [--warmup 25] [--budget 570] [--out DIR] [--work DIR] [--keep]
+        [--warmup 25] [--budget 540] [--out DIR] [--work DIR] [--keep]
 
 Each stage runs in its own child process with a timeout (its process group is killed when the
 time is up), so a stage that fails or hangs is recorded in ``stages`` and the others still run:
@@ -38,10 +38,12 @@ time is up), so a stage that fails or hangs is recorded in ``stages`` and the ot
 * ``sr_predict`` / ``classify_predict``: ``bsrlc.predict.predict`` (what ``predict.py`` runs)
   with ``device=cuda`` in a child process, first on the small crop (CUDA context, cuDNN), then
   timed on the whole raster: SR of the 30 m raster (output ``(3 * lr_px)^2`` px) with the bf16
-  run's checkpoint, dense classification of the 10 m raster. Mpx/s of output, wall time of the
-  whole job (reading, network in fp32, tile store, COG assembly);
+  run's checkpoint, dense classification of the 10 m raster (``priors=none``: no EM pass).
+  Mpx/s of output, wall time of the whole job (reading, network in fp32, tile store, COG
+  assembly), peak GPU memory;
 * ``ddp``: with more than one visible GPU, the bf16 training again with ``trainer=ddp
-  trainer.devices=N`` (steps/s per rank = global batches/s, N x 32 samples each); with one,
+  trainer.devices=N`` and the overrides in :data:`DDP_WORKAROUNDS` (batches/s per rank = global
+  batches/s, N x 32 samples each; ``scaling_efficiency`` = that over one GPU's); with one GPU,
   skipped with the reason.
 
 ``--quick`` runs the same stages and code paths on the CPU at tiny sizes (a 64 px 30 m raster,
@@ -367,6 +369,9 @@ class Runner:
         self.stages: dict[str, dict[str, Any]] = {}
         self.proc: subprocess.Popen | None = None
         self.stopped: str | None = None
+
+    def handle_signals(self) -> None:
+        """On SIGTERM, SIGINT or SIGHUP end the running stage; the rest are not started."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._stop)
 
@@ -630,7 +635,7 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=None, help="L1 batches (default 150)")
     ap.add_argument("--gan-steps", type=int, default=None, help="adversarial batches (150)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed batches per phase (25)")
-    ap.add_argument("--budget", type=float, default=570.0, help="cap on the whole run (s)")
+    ap.add_argument("--budget", type=float, default=540.0, help="cap on the whole run (s)")
     ap.add_argument("--out", default=None, help="stage logs and result.json (small) go here")
     ap.add_argument("--work", default=None, help="inputs, runs, outputs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
@@ -704,6 +709,7 @@ def main() -> None:
     if args.quick:
         env["CUDA_VISIBLE_DEVICES"] = ""
     runner = Runner(logs, args.budget, env)
+    runner.handle_signals()  # e.g. an outer `timeout`: the JSON line still comes
     me = [sys.executable, str(Path(__file__).resolve())]
 
     def child(stage: str, **kw: Any) -> list[str]:

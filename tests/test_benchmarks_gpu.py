@@ -136,3 +136,40 @@ def test_gpu_benchmark_quick_json(tmp_path):
     assert res["ddp"]["devices"] == 2 and res["ddp"]["world_size"] == 2
     assert res["ddp"]["l1_steps_s"] > 0
     assert (tmp_path / "out" / "result.json").read_text().strip() == line
+
+
+def test_sigterm_ends_the_stage_and_still_prints_the_json(tmp_path):
+    """SIGTERM (an outer `timeout`) while a training stage runs: that stage is ended, the later
+    ones are not started, and the JSON line still comes, with the inputs stage ok."""
+    import signal
+
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "train_fp32 (limit" in line:
+                time.sleep(2)
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    res = json.loads(rest.strip().splitlines()[-1])
+    stages = res["stages"]
+    assert stages["inputs"]["ok"] is True
+    assert stages["train_fp32"]["ok"] is False
+    assert stages["train_fp32"]["error"] == "stopped by SIGTERM"
+    for name in ("train_bf16", "classify_train"):
+        assert stages[name]["error"] == "stopped by SIGTERM", name
+    assert res["sr_train"]["fp32_steps_s"] is None
