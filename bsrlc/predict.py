@@ -16,6 +16,7 @@ that are no reflectance after scaling stop the run in one line naming the file
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -30,7 +31,13 @@ from torch import Tensor, nn
 from bsrlc.config import plain
 from bsrlc.data.legend import Legend
 from bsrlc.errors import ConfigError, InputError
-from bsrlc.inference.jobs import RasterJob, model_digest, outputs_exist, run_lightning
+from bsrlc.inference.jobs import (
+    RasterJob,
+    model_digest,
+    outputs_exist,
+    run_lightning,
+    source_fingerprint,
+)
 from bsrlc.inference.loading import LoadedModel, load_checkpoint
 from bsrlc.raster import band_indices, group_name, raster_info, raster_members, stack_rasters
 
@@ -315,6 +322,7 @@ def predict(cfg: Any) -> dict[str, Any]:
                 tile=int(cfg.sr_tile),
                 model_id=sr_id,
             )
+            _stamp(job, src, sr_id)
             if not _skip(job, overwrite):  # the demo and the tests run SR the same way
                 rank_zero &= (
                     run_sr_job(
@@ -349,6 +357,7 @@ def predict(cfg: Any) -> dict[str, Any]:
                 input_scale=[sc.scale for sc in scalings],
                 input_offset=[sc.offset for sc in scalings],
             )
+            _stamp(cjob, src, cls_id)
             if not (outputs_exist(cjob) and not overwrite):
                 correction = correct_priors(
                     cjob,
@@ -484,10 +493,46 @@ def _run(
     return run_lightning(job, model.net, trainer_kwargs, overwrite, progress) is not None
 
 
+INPUTS_TAG = "INPUTS_DIGEST"
+"""Output tag: a digest of the input's content and the model's weights that made the output."""
+
+
+def _stamp(job: RasterJob, src: Path, model_id: str) -> None:
+    """Tag a job's outputs with what they are computed from (:data:`INPUTS_TAG`).
+
+    By content, not path or mtime: an input rewritten with its old mtime (``cp -p``) after a
+    killed run would otherwise have its existing outputs kept. The same input and model give
+    the same tag wherever they lie.
+    """
+    fp = source_fingerprint(src)
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (type(job).__name__, str(fp["size"]), str(fp["blake2b"]), model_id):
+        digest.update(part.encode() + b"\0")
+    for spec in job.outputs:
+        spec.tags[INPUTS_TAG] = digest.hexdigest()
+
+
 def _skip(job: RasterJob, overwrite: bool) -> bool:
-    """Whether a job's outputs exist and are kept (``overwrite`` false); logged."""
+    """Whether a job's outputs exist and are kept (``overwrite`` false); logged.
+
+    Raises:
+        InputError: if an existing output was made from other input content or another model
+            (its :data:`INPUTS_TAG` differs; outputs without the tag are kept as before).
+    """
     if outputs_exist(job) and not overwrite:
-        log.info("%s exists; skipped (overwrite=true recomputes it)", job.outputs[0].path)
+        import rasterio
+
+        path = job.outputs[0].path
+        want = job.outputs[0].tags.get(INPUTS_TAG)
+        with rasterio.open(path) as src:
+            have = src.tags().get(INPUTS_TAG)
+        if want and have and have != want:
+            raise InputError(
+                f"{path}: exists, made from other input content or another model (the input "
+                "was rewritten since, or model= changed); set overwrite=true to recompute it, or "
+                "choose another out_dir"
+            )
+        log.info("%s exists; skipped (overwrite=true recomputes it)", path)
         return True
     return False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 
@@ -229,3 +230,116 @@ def test_entry_points_report_a_full_disk_in_one_line(tmp_path, capsys):
 
     with pytest.raises(PermissionError):
         other()
+
+
+def test_tiled_stm_refuses_tiles_of_a_scene_rewritten_with_its_old_mtime(tmp_path):
+    """A band file replaced by other content with its old mtime and size (``cp -p``) after the
+    first tiles were finished: the rerun kept them (they named the same scene ids) and mixed
+    old and new content in one mosaic. Now the tiles' INPUTS_DIGEST tells them apart."""
+    import os
+    import shutil
+
+    import rasterio
+
+    from bsrlc.errors import InputError
+    from bsrlc.stm.archive import ingest_folder
+    from tests.test_stm_archive import GRID, PERIODS, _c2_scene, _original
+
+    truth, fields = _original()
+    src = tmp_path / "scenes"
+    for date, data in fields.items():
+        _c2_scene(src, truth, data, date, 32633, (17.85, 18.15), "190025")
+    kw = {"grid": GRID, "metrics": ["p50"], "progress": False, "tiles": ["X0325_Y0278"]}
+    out = tmp_path / "out"
+    ingest_folder(src, out, PERIODS, **kw)
+    tile = out / "landsat_2020" / "X0325_Y0278.tif"
+    ingest_folder(src, out, PERIODS, **kw)  # unchanged scenes: the tile is kept
+    dirs = sorted(p for p in src.iterdir() if p.is_dir())
+    band = next(dirs[0].glob("*_SR_B4.TIF"))
+    other = next(dirs[1].glob("*_SR_B4.TIF"))
+    st = band.stat()
+    band.write_bytes(other.read_bytes())
+    os.utime(band, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(InputError, match=r"X0325_Y0278.tif: finished by an earlier run from other"):
+        ingest_folder(src, out, PERIODS, **kw)
+    with pytest.raises(InputError, match=r"scene files rewritten since.*overwrite=true"):
+        ingest_folder(src, out, PERIODS, **kw)
+    ingest_folder(src, out, PERIODS, **kw, overwrite=True)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(src, tmp_path / "copy")  # content counts, not paths
+    ingest_folder(tmp_path / "copy", fresh, PERIODS, **kw)
+    with rasterio.open(tile) as a, rasterio.open(fresh / "landsat_2020" / tile.name) as b:
+        assert a.tags() == b.tags()
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def _predict(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "predict.py", *args, "progress=false"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_predict_refuses_an_output_of_an_input_rewritten_with_its_old_mtime(
+    tmp_path, tiny_stms, checkpoints
+):
+    """A run killed after its SR output was written, the input rewritten (``cp -p``): the rerun
+    kept the SR output of the old content and mapped it. Outputs now carry INPUTS_DIGEST (input
+    content and model), and an existing output made from other content is refused."""
+    import os
+    import shutil
+
+    import rasterio
+
+    _, cls = checkpoints
+    src = tmp_path / "in" / "s2_2019.tif"
+    src.parent.mkdir()
+    shutil.copy2(tiny_stms["sentinel2"]["2019"], src)
+    args = [f"model={cls}", f"input={src}", "pipeline=classify", "tile=16"]
+    out = tmp_path / "out"
+    first = _predict(*args, f"out_dir={out}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _predict(*args, f"out_dir={out}")  # the same content: kept
+    assert again.returncode == 0 and "exists; skipped" in again.stderr + again.stdout
+    with rasterio.open(src) as s:
+        profile, data, tags = s.profile, s.read(), s.tags()
+        desc, scales, offsets = s.descriptions, s.scales, s.offsets
+    st = src.stat()
+    other = tmp_path / "other.tif"
+    with rasterio.open(other, "w", **profile) as d:
+        d.write(np.roll(data, data.shape[1] // 4, axis=1))
+        d.update_tags(**tags)
+        d.scales, d.offsets = scales, offsets
+        for i, n in enumerate(desc, start=1):
+            d.set_band_description(i, n)
+    src.write_bytes(other.read_bytes())
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    refused = _predict(*args, f"out_dir={out}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out / 's2_2019_map.tif'}: exists, made from other input")
+    assert "overwrite=true" in line
+    redone = _predict(*args, f"out_dir={out}", "overwrite=true")
+    assert redone.returncode == 0, redone.stderr[-2000:]
+    fresh_src = tmp_path / "fresh_in" / "s2_2019.tif"
+    fresh_src.parent.mkdir()
+    shutil.copy(other, fresh_src)
+    fresh = _predict(
+        f"model={cls}",
+        f"input={fresh_src}",
+        "pipeline=classify",
+        "tile=16",
+        f"out_dir={tmp_path / 'fresh'}",
+    )
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    with rasterio.open(out / "s2_2019_map.tif") as a:
+        with rasterio.open(tmp_path / "fresh" / "s2_2019_map.tif") as b:
+            assert a.tags() == b.tags() and "INPUTS_DIGEST" in a.tags()
+            np.testing.assert_array_equal(a.read(), b.read())

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import logging
 import os
 import uuid
@@ -479,6 +481,67 @@ def _read_window(
     return stack, clear, counts
 
 
+SAMPLE_EDGE = 2**16
+SAMPLE_CHUNK = 2**14
+SAMPLE_CHUNKS = 8
+
+
+@functools.lru_cache(maxsize=65536)
+def _file_signature(path: str, size: int, mtime_ns: int) -> str:
+    """Size and a BLAKE2b of the file's first and last 64 KiB and 8 chunks of 16 KiB between."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(str(size).encode())
+    with open(path, "rb") as f:
+        starts = [0, max(0, size - SAMPLE_EDGE)]
+        starts += [size * (k + 1) // (SAMPLE_CHUNKS + 1) for k in range(SAMPLE_CHUNKS)]
+        for k, start in enumerate(starts):
+            f.seek(start)
+            digest.update(f.read(SAMPLE_EDGE if k < 2 else SAMPLE_CHUNK))
+    return digest.hexdigest()
+
+
+def file_signature(path: str | os.PathLike[str]) -> str:
+    """A cheap content signature of a scene file (``?`` for one that cannot be read here).
+
+    Size and modification time miss a file rewritten with both kept (``cp -p``, ``rsync -t``);
+    a full digest reads the whole archive on every rerun. The signature reads about 256 KiB:
+    the size, the first and last 64 KiB (a GeoTIFF's header and its tile offsets and byte
+    counts, which change with any recompressed tile) and 8 chunks between. It is cached per
+    (path, size, mtime, ctime) within a process.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A hex digest.
+    """
+    try:
+        st = os.stat(path)
+        return _file_signature(os.fspath(path), st.st_size, st.st_mtime_ns ^ st.st_ctime_ns)
+    except OSError:
+        return "?"
+
+
+def inputs_digest(scenes: Sequence[SourceScene]) -> str:
+    """A digest of the scenes' files by content (:func:`file_signature`), not by path.
+
+    Args:
+        scenes: the scenes a tile was computed from, in date order.
+
+    Returns:
+        A hex digest (the ``INPUTS_DIGEST`` tag of a tile).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for s in scenes:
+        files = [*s.bands.values(), *(m.path for m in s.masks)]
+        if s.metadata is not None:
+            files.append(s.metadata)
+        digest.update(s.id.encode())
+        for f in dict.fromkeys(str(f) for f in files):  # multi-band files once
+            digest.update(file_signature(f).encode())
+    return digest.hexdigest()
+
+
 def _tags(
     plan: ArchivePlan, task: TileTask, scenes: Sequence[SourceScene], left_out: Sequence[str]
 ) -> dict[str, str]:
@@ -489,6 +552,7 @@ def _tags(
         "RESAMPLING": plan.resampling,
         "MIN_CLEAR_FRACTION": f"{plan.min_clear_fraction:g}",
         "LEFT_OUT": ",".join(left_out),  # scenes that failed while being read (on_error=skip)
+        "INPUTS_DIGEST": inputs_digest(scenes),  # the scenes' files by content
     }
 
 
@@ -526,6 +590,11 @@ def stale_reason(plan: ArchivePlan, task: TileTask) -> str | None:
     if used != wanted:
         added, gone = len(wanted - used), len(used - wanted)
         return f"{added} scene(s) not in it, {gone} in it not in this run"
+    if "INPUTS_DIGEST" in tags:  # tiles written before the tag was: scene ids only
+        by_id = {s.id: s for s in plan.scenes}
+        scenes = [by_id[x] for x in tags.get("SCENES", "").split(",") if x in by_id]
+        if inputs_digest(scenes) != tags["INPUTS_DIGEST"]:
+            return "scene files rewritten since (same scene ids, other content)"
     return None
 
 
@@ -782,7 +851,15 @@ def write_vrt(
     srs.text = first["crs"].to_wkt()
     ET.SubElement(root, "GeoTransform").text = f"{x0!r}, {res[0]!r}, 0.0, {y0!r}, 0.0, {res[1]!r}"
     meta = ET.SubElement(root, "Metadata")
-    drop = {"TILE", "SCENES", "N_SCENES", "FIRST_DATE", "LAST_DATE", "AREA_OR_POINT"}
+    drop = {
+        "TILE",
+        "SCENES",
+        "N_SCENES",
+        "FIRST_DATE",
+        "LAST_DATE",
+        "AREA_OR_POINT",
+        "INPUTS_DIGEST",
+    }
     md = (
         dict(tags)
         if tags is not None
