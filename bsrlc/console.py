@@ -2,11 +2,13 @@
 
 :func:`quiet_lightning` is called where bsrlc starts Lightning (training, and prediction with
 ``Trainer.predict``); it is idempotent and changes nothing else about logging.
+:func:`warnings_to_stderr` keeps warnings off stdout where a command logs there (predict.py).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 KNOWN_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
@@ -52,3 +54,45 @@ def quiet_lightning() -> None:
         for handler in list(pkg.handlers):
             if handler is getattr(lightning, "_console", None):
                 pkg.removeHandler(handler)
+
+
+class _BelowWarning(logging.Filter):
+    """Pass only records below WARNING (the stdout handler's share)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+class _LevelPrefix(logging.Formatter):
+    """``warning: <message>`` (the level in lower case), like the ``error: ...`` lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+_BELOW_WARNING = _BelowWarning()
+
+
+def warnings_to_stderr() -> None:
+    """Print WARNING and above on stderr as ``warning: ...`` where the log goes to stdout.
+
+    Hydra's ``job_logging: stdout`` prints every record bare on stdout, so a warning about the
+    input (nodata, saturation, a raster smaller than the model's receptive field) looked like
+    any progress line and vanished when stdout was piped. Idempotent; changes nothing when the
+    root logger has no stdout handler.
+    """
+    root = logging.getLogger()
+    to_stdout = [
+        h
+        for h in root.handlers
+        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stdout
+    ]
+    if not to_stdout or any(getattr(h, "_bsrlc_warnings", False) for h in root.handlers):
+        return
+    for handler in to_stdout:
+        handler.addFilter(_BELOW_WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    err.setFormatter(_LevelPrefix("%(message)s"))
+    err._bsrlc_warnings = True  # type: ignore[attr-defined]
+    root.addHandler(err)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bsrlc.config import plain
+from bsrlc.console import warnings_to_stderr
 from bsrlc.data.legend import Legend
 from bsrlc.errors import ConfigError, InputError
 from bsrlc.inference.jobs import (
@@ -269,6 +270,7 @@ def predict(cfg: Any) -> dict[str, Any]:
     from bsrlc.inference.dense import ClassifyJob, correct_priors
     from bsrlc.inference.sr import OUT_SCALE, SRJob, run_sr_job
 
+    warnings_to_stderr()
     pipeline = str(cfg.pipeline)
     if pipeline not in {"sr", "classify", "sr+classify"}:
         raise ConfigError(f"pipeline={pipeline}: use sr, classify or sr+classify")

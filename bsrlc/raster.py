@@ -41,7 +41,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from bsrlc.errors import InputError, disk_full_error, is_disk_full, missing_file_fix
+from bsrlc.errors import InputError, disk_full_error, free_bytes, is_disk_full, missing_file_fix
 
 GDAL_COG_OPTIONS: dict[str, Any] = {
     "driver": "COG",
@@ -55,6 +55,9 @@ GDAL_COG_OPTIONS: dict[str, Any] = {
 }
 """Creation options of every COG written. DEFLATE (readable by every GIS) at level 3: on STM
 tiles as large as level 6's (within 2 %) and a third faster; compressed on all cores."""
+
+VERIFY_BELOW = 64 * 2**20
+"""Free bytes below which :class:`COGWriter` reads a COG back before publishing it."""
 
 STAGE_COMPRESSION: dict[str, Any] = {"compress": "ZSTD", "zstd_level": 1}
 """Compression of the staged raster a COG is converted from: written and read once, so the
@@ -797,8 +800,23 @@ class COGWriter:
             raise failed from None
         finally:
             self._stage.unlink(missing_ok=True)
+        if 0 <= free_bytes(self.path.parent) < VERIFY_BELOW and not self._readable():
+            # GDAL can finish a copy onto a full disk without an error and leave a truncated
+            # file; on a nearly full disk the COG is read back before it is published
+            self.abort()
+            raise disk_full_error(self.path.parent, self.path.name)
         self._atomic.__exit__(None, None, None)
         return self.path
+
+    def _readable(self) -> bool:
+        """Whether every block of the converted COG reads back."""
+        try:
+            with rasterio.open(self._final_tmp) as src:
+                for _, window in src.block_windows(1):
+                    src.read(window=window)
+        except Exception:  # GDAL's read errors: RasterioIOError, CPLE_*Error
+            return False
+        return True
 
     def abort(self) -> None:
         """Discard everything written; the destination is left untouched."""

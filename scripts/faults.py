@@ -1352,17 +1352,63 @@ def rewritten_input(suite: Suite, case: Case) -> None:
         fresh = case.check(
             suite.run([PY, "predict.py", *make_args(fresh_src), f"out_dir={folder / 'fresh'}"])
         )
-        why = "rerun failed" if again.rc != 0 else None
-        why = why or ("fresh run failed" if fresh.rc != 0 else None)
-        why = why or dirs_diff(folder / "fresh", out, PREDICT_OUTPUTS)
-        record["result"] = "equal to a fresh run" if why is None else f"unequal: {why}"
-        case.add("resumed_equal" if why is None else "lost_data")
-        if why is not None:
-            case.finding("stale_reuse", again, f"{name}: {why}")
+        _judge_rewrite(
+            suite,
+            case,
+            record,
+            name,
+            again,
+            fresh,
+            [PY, "predict.py", *make_args(src), f"out_dir={out}", "overwrite=true"],
+            lambda f=folder, o=out: dirs_diff(f / "fresh", o, PREDICT_OUTPUTS),
+        )
         case.scan(out, note=name)
         case.trials.append(record)
         suite.log(f"[faults] rewritten_input {name}: {record['result']}")
     _rewritten_scene(suite, case)
+
+
+def _judge_rewrite(
+    suite: Suite,
+    case: Case,
+    record: dict[str, Any],
+    name: str,
+    again: Run,
+    fresh: Run,
+    overwrite_cmd: list[str],
+    compare: Callable[[], str | None],
+) -> None:
+    """Judge the rerun after a rewrite.
+
+    Equal to a fresh run, or a clear refusal naming overwrite=true (then ``overwrite_cmd`` must
+    give the fresh run's output); anything else is lost data.
+    """
+    if fresh.rc != 0:
+        why: str | None = "fresh run failed"
+    elif again.rc == 0:
+        why = compare()
+        record["result"] = "equal to a fresh run" if why is None else f"unequal: {why}"
+    elif again.clear_error and "overwrite=true" in again.last_line:
+        case.add("clear_error")
+        record["refused"] = again.last_line
+        redo = case.check(suite.run(overwrite_cmd), f"{name}: overwrite=true")
+        why = "overwrite=true failed" if redo.rc != 0 else compare()
+        record["result"] = (
+            "refused; overwrite=true equal to a fresh run"
+            if why is None
+            else (f"refused; overwrite=true unequal: {why}")
+        )
+        if why is None:
+            case.add("overwrite_equal")
+            return
+    else:
+        why = "rerun failed"
+    record.setdefault("result", f"unequal: {why}")
+    if why is None:
+        case.add("resumed_equal")
+    else:
+        case.add("lost_data")
+        case.finding("stale_reuse", again, f"{name}: {why}")
 
 
 def _rewritten_scene(suite: Suite, case: Case) -> None:
@@ -1390,12 +1436,16 @@ def _rewritten_scene(suite: Suite, case: Case) -> None:
     _rewrite(band, other)
     again = case.check(suite.run(suite.stm_tiled_cmd(out, scenes)))
     fresh = case.check(suite.run(suite.stm_tiled_cmd(folder / "fresh", scenes)))
-    why = "rerun failed" if again.rc != 0 else ("fresh run failed" if fresh.rc != 0 else None)
-    why = why or dirs_diff(folder / "fresh", out, ["*/*.tif"])
-    record["result"] = "equal to a fresh run" if why is None else f"unequal: {why}"
-    case.add("resumed_equal" if why is None else "lost_data")
-    if why is not None:
-        case.finding("stale_reuse", again, f"{name}: {why}")
+    _judge_rewrite(
+        suite,
+        case,
+        record,
+        name,
+        again,
+        fresh,
+        [*suite.stm_tiled_cmd(out, scenes), "overwrite=true"],
+        lambda: dirs_diff(folder / "fresh", out, ["*/*.tif"]),
+    )
     case.scan(out, note=name)
     case.trials.append(record)
     suite.log(f"[faults] rewritten_input {name}: {record['result']}")

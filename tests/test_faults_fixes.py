@@ -343,3 +343,74 @@ def test_predict_refuses_an_output_of_an_input_rewritten_with_its_old_mtime(
         with rasterio.open(tmp_path / "fresh" / "s2_2019_map.tif") as b:
             assert a.tags() == b.tags() and "INPUTS_DIGEST" in a.tags()
             np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_predict_warnings_go_to_stderr_not_stdout(capsys):
+    """predict.py logs to stdout (Hydra's job_logging: stdout): the warning about a 7 x 7 px
+    input went there bare, and a run on such an input looked silent on stderr."""
+    import logging
+    import sys
+
+    from bsrlc.console import warnings_to_stderr
+
+    root = logging.getLogger()
+    old_level = root.level
+    out = logging.StreamHandler(sys.stdout)  # as Hydra's stdout job logging
+    root.addHandler(out)
+    root.setLevel(logging.INFO)
+    try:
+        warnings_to_stderr()
+        warnings_to_stderr()  # idempotent
+        log = logging.getLogger("bsrlc.inference.checks")
+        log.info("7x7.tif: reflectance = value x 0.0001")
+        log.warning("7x7.tif: 7 x 7 px, smaller than the model's 15 px receptive field")
+        captured = capsys.readouterr()
+    finally:
+        for h in [h for h in root.handlers if getattr(h, "_bsrlc_warnings", False)]:
+            root.removeHandler(h)
+        root.removeHandler(out)
+        root.setLevel(old_level)
+    assert captured.out == "7x7.tif: reflectance = value x 0.0001\n"
+    assert captured.err == (
+        "warning: 7x7.tif: 7 x 7 px, smaller than the model's 15 px receptive field\n"
+    )
+
+
+def test_cog_writer_reads_back_a_cog_written_onto_a_nearly_full_disk(tmp_path, monkeypatch):
+    """The tiled STM on a full tmpfs published a tile GDAL had truncated without an error
+    ("TIFFReadDirectory: Failed to read directory"); the rerun kept it and stopped on it."""
+    import rasterio.shutil
+    from affine import Affine
+
+    from bsrlc import raster
+    from bsrlc.errors import DiskFullError
+    from bsrlc.raster import COGWriter
+
+    real_copy = rasterio.shutil.copy
+
+    def truncating_copy(src, dst, **kwargs):
+        real_copy(src, dst, **kwargs)
+        with open(dst, "r+b") as f:
+            f.truncate(f.seek(0, 2) // 2)
+
+    def write(path):
+        with COGWriter(
+            path,
+            crs="EPSG:3035",
+            transform=Affine(30, 0, 0, 0, -30, 0),
+            width=300,
+            height=300,
+            count=2,
+            dtype="int16",
+        ) as w:
+            w.write(_noise((2, 300, 300)))
+
+    monkeypatch.setattr(rasterio.shutil, "copy", truncating_copy)
+    write(tmp_path / "plenty.tif")  # plenty of space: not read back (as before)
+    monkeypatch.setattr(raster, "free_bytes", lambda folder: 1000)
+    with pytest.raises(DiskFullError, match="disk full while writing a.tif"):
+        write(tmp_path / "a.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plenty.tif"]
+    monkeypatch.setattr(rasterio.shutil, "copy", real_copy)
+    write(tmp_path / "b.tif")  # a whole COG on a nearly full disk is published
+    assert (tmp_path / "b.tif").is_file()
