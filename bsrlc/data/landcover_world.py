@@ -205,7 +205,7 @@ _WOOD_BLOCK = (0.61, 0.27, 0.83, 0.35)  # broadleaf above its middle, coniferous
 _LAKE = ((0.72, 0.14), (0.09, 0.08))  # centre, radii
 _POND = ((0.22, 0.88), (0.06, 0.05))
 _BOG = ((0.66, 0.80), (0.24, 0.17))
-_BOG_ZONES = (0.765, 0.875)  # columns: intact west of the first, drained, extraction east
+_BOG_ZONES = (0.80, 0.905)  # columns: intact west of the first, drained, extraction east
 
 
 @dataclass(frozen=True)
