@@ -884,14 +884,27 @@ def kill_stm_grid(suite: Suite, case: Case) -> None:
     """Kill -9 the same-grid STM path."""
     ref = suite.reference("stm_grid")
     out = lambda d: d / "out"  # noqa: E731
+
+    def trigger(d: Path) -> Callable[[float], bool]:
+        # the run is short and mostly start-up: half of the kills follow what it writes (a
+        # period's staged file appears, is published; the next one...), half are timed
+        if suite.rng.random() < 0.5:
+            return _uniform_kill(suite, ref)
+
+        def written() -> tuple[int, int]:
+            names = [p.name for p in out(d).glob("*.tif*")] if out(d).exists() else []
+            return sum(n.startswith(".") for n in names), sum(not n.startswith(".") for n in names)
+
+        return AfterChanges(written, suite.rng.randint(1, 3), suite.rng.uniform(0, 0.3))
+
     kill_trials(
         suite,
         case,
         KillProgram(
             start=lambda d: suite.stm_grid_cmd(out(d)),
             again=lambda d: suite.stm_grid_cmd(out(d)),
-            first_trigger=lambda d: _uniform_kill(suite, ref),
-            next_trigger=lambda d: _uniform_kill(suite, ref),
+            first_trigger=trigger,
+            next_trigger=trigger,
             diff=lambda d: dirs_diff(ref.path, out(d), ["*.tif"]),
             scan=lambda d: [out(d)],
         ),
