@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from bsrlc.errors import InputError
+from bsrlc.errors import ConfigError, InputError
 from bsrlc.raster import RasterInfo, band_indices, block_windows, open_raster, raster_info
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,19 @@ def check_region_size(info: RasterInfo, shape: tuple[int, int], size: int, what:
         )
 
 
+def distributed_rank() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` outside DDP).
+
+    Returns:
+        ``(rank, world_size)`` of the default process group, if one is initialised.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochSampler(Sampler):
     """Training draws fixed by ``(seed, epoch)`` alone, so that a resumed run draws the same.
 
@@ -214,6 +227,14 @@ class EpochSampler(Sampler):
     ``(index, epoch, position)``: datasets derive per-sample randomness (augmentations, random
     patch corners) from it, so a sample is the same whichever process or DataLoader worker reads
     it. ``start`` skips the first positions of an epoch (a run resumed mid-epoch).
+
+    Under DDP (a process group is initialised when the loader is iterated) every rank draws the
+    same epoch order and takes every ``world_size``-th position from its rank on, so batch ``k``
+    of all ranks together holds the positions of batch ``k`` of one process with a batch
+    ``world_size`` times larger: the same samples, the same keys. An epoch's last
+    ``n % world_size`` positions are dropped so all ranks take the same number of steps
+    (Lightning's own distributed sampler is off: ``use_distributed_sampler: false`` in
+    ``conf/trainer``).
 
     Args:
         n: the dataset's length.
@@ -254,14 +275,15 @@ class EpochSampler(Sampler):
         return rng.permutation(self.n) if self.shuffle else np.arange(self.n)
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // distributed_rank()[1]
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        """Keys ``(index, epoch, position)`` from position ``start`` on."""
+        """Keys ``(index, epoch, position)`` of this rank, from position ``start`` on."""
         epoch, start = self.epoch, self.start
         self.start = 0  # a skip applies to one pass only
         order = self.order(epoch)
-        for pos in range(start, self.n):
+        rank, world = distributed_rank()
+        for pos in range(start + rank, self.n - self.n % world, world):
             yield int(order[pos]), epoch, pos
 
 
@@ -325,7 +347,8 @@ class ResumableLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         """Batches of the sampler's current epoch, after any batches skipped on resume."""
         sampler: EpochSampler = self.sampler  # type: ignore[assignment]
-        self._yielded = sampler.start // self.batch_size if self.batch_size else 0
+        per_batch = int(self.batch_size or 1) * distributed_rank()[1]  # positions per batch
+        self._yielded = sampler.start // per_batch
         for batch in super().__iter__():
             self._yielded += 1
             yield batch
@@ -347,7 +370,8 @@ class ResumableLoader(DataLoader):
         """
         sampler: EpochSampler = self.sampler  # type: ignore[assignment]
         sampler.set_epoch(int(state.get("epoch", 0)))
-        sampler.start = int(state.get("batches", 0)) * int(self.batch_size or 1)
+        per_batch = int(self.batch_size or 1) * distributed_rank()[1]  # positions per batch
+        sampler.start = int(state.get("batches", 0)) * per_batch
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int) -> DataLoader:
@@ -368,7 +392,35 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int) 
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=False,
+        sampler=RankSlice(len(dataset)),  # type: ignore[arg-type]
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(int(seed)),
     )
+
+
+class RankSlice(Sampler):
+    """Evaluation indices in order; under DDP, every ``world_size``-th from this rank on.
+
+    Nothing is repeated or dropped (unlike ``DistributedSampler``, which pads ranks to equal
+    lengths and so counts some samples twice): the metrics, synchronised at epoch end, are those
+    of one process over the whole split. Ranks may take one step more or less.
+
+    Args:
+        n: the dataset's length.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        rank, world = distributed_rank()
+        if 0 < self.n < world:
+            raise ConfigError(
+                f"an evaluation split has {self.n} sample(s) for {world} DDP processes, which "
+                "each need one; use fewer devices or a larger validation/test split"
+            )
+        return len(range(rank, self.n, world))
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = distributed_rank()
+        return iter(range(rank, self.n, world))

@@ -402,12 +402,25 @@ class CentrePatchTask(L.LightningModule):
             labels = torch.cat(self._val_labels)
             self._val_logits, self._val_labels = [], []
             if self.trainer.world_size > 1:  # every rank fits on all validation points
-                logits = self.all_gather(logits).flatten(0, 1).cpu()
-                labels = self.all_gather(labels).flatten(0, 1).cpu()
+                logits, labels = self._gather_rows(logits), self._gather_rows(labels)
             weights = self.loss_weights.cpu() if self.hparams.class_weighting else None
             t = fit_temperature(logits, labels, weights)
             self.temperature.fill_(t)
             self.log("val/temperature", t, sync_dist=False)
+
+    def _gather_rows(self, x: Tensor) -> Tensor:
+        """All ranks' rows of ``x`` (ranks may hold different counts: padded, gathered, cut).
+
+        Args:
+            x: (n, ...) this rank's rows.
+
+        Returns:
+            (sum of n over ranks, ...) on the CPU, rank 0's rows first.
+        """
+        counts = self.all_gather(torch.tensor([x.shape[0]], device=x.device)).flatten()
+        pad = x.new_zeros((int(counts.max()) - x.shape[0], *x.shape[1:]))
+        rows = self.all_gather(torch.cat([x, pad]))  # (world, max n, ...)
+        return torch.cat([rows[i, : int(n)] for i, n in enumerate(counts)]).cpu()
 
     def on_test_epoch_end(self) -> None:
         """Log test metrics and the confusion matrix."""
