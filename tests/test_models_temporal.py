@@ -170,6 +170,24 @@ def test_ltae_attention_is_over_observed_days_only():
     assert not attn[2].any()  # no observation: no weight anywhere
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_ltae_exports_to_onnx_with_dynamic_batch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = small_ltae().eval()
+    x, _ = phenology(4, (3, 8), torch.Generator().manual_seed(4))
+    path = tmp_path / "ltae.onnx"
+    torch.onnx.export(
+        model, (x,), str(path), input_names=["x"], output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+    )  # fmt: skip
+    # exported from <= 8 observations per pixel, still right for 60: K is not frozen
+    denser, _ = phenology(9, (0, 60), torch.Generator().manual_seed(6))
+    got = ort.InferenceSession(str(path)).run(None, {"x": denser.numpy()})[0]
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(got), model(denser), atol=1e-5)
+
+
 def test_zero_observations_give_finite_logits_and_gradients():
     for model in (small_ltae(), small_tempcnn()):
         x = torch.zeros(4, 3, 365)

@@ -158,6 +158,8 @@ class LTAE(nn.Module):
     its values one group of ``d_model / n_head`` embedding channels. The heads' weighted sums
     are concatenated and go through an MLP and a linear classifier. Unobserved days get exactly
     zero attention; a pixel without observations yields a zero feature vector (finite logits).
+    While tracing or exporting to ONNX all days are gathered (K = 365, same result, no
+    data-dependent shape in the graph).
 
     Args:
         in_bands: spectral bands C (the input has C + 1 channels, the observed flag last).
@@ -209,21 +211,26 @@ class LTAE(nn.Module):
         """
         values, observed = _split(x, self.in_bands)
         b = observed.shape[0]
-        k = max(int(observed.sum(dim=1).max()) if b else 0, 1)
-        # observed days first, in day order (a stable sort of the flag), K per pixel
-        order = torch.sort((~observed).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # every day, masked (a data-dependent K would be frozen into the graph, and ONNX
+            # has no stable sort); the weighted sum does not depend on the order
+            order = torch.arange(observed.shape[1], device=x.device).expand(b, -1)
+        else:
+            k = max(int(observed.sum(dim=1).max()) if b else 0, 1)
+            # observed days first, in day order (a stable sort of the flag), K per pixel
+            order = torch.sort((~observed).to(torch.uint8), dim=1, stable=True).indices[:, :k]
         mask = observed.gather(1, order)  # (B, K) True on real observations
         obs = values.gather(2, order[:, None].expand(-1, values.shape[1], -1)).transpose(1, 2)
         e = self.embed(obs) + day_encoding(order, self.d_model // self.n_head, self.period).repeat(
             1, 1, self.n_head
         ).to(obs.dtype)  # (B, K, d_model)
-        keys = self.key(e).view(b, k, self.n_head, self.d_k)
+        keys = self.key(e).view(b, -1, self.n_head, self.d_k)
         logits = torch.einsum("bkhd,hd->bhk", keys, self.query) / math.sqrt(self.d_k)
         # a finite fill: exp(min - max) is exactly 0 beside any observation, and a pixel
         # without observations gets uniform weights that the mask then zeroes (no NaN)
         logits = logits.masked_fill(~mask[:, None], torch.finfo(logits.dtype).min)
         attn = logits.softmax(dim=-1) * mask[:, None].to(logits.dtype)
-        heads = e.view(b, k, self.n_head, self.d_model // self.n_head)
+        heads = e.view(b, -1, self.n_head, self.d_model // self.n_head)
         pooled = torch.einsum("bhk,bkhc->bhc", self.attn_drop(attn), heads).reshape(b, -1)
         days = torch.where(mask, order, torch.full_like(order, -1))
         return pooled, attn, days
