@@ -130,3 +130,23 @@ def test_grow_equals_binary_dilation_by_a_square(shape: tuple[int, int], pixels:
     square = np.ones((2 * pixels + 1,) * 2, bool)
     np.testing.assert_array_equal(grow(mask, pixels), binary_dilation(mask, structure=square))
     assert not grow(np.zeros(shape, bool), pixels).any()
+
+
+def test_epoch_sampler_splits_one_order_over_ranks(monkeypatch):
+    """Two ranks of batch b draw, between them, one process's batches of 2b (same keys)."""
+    from bsrlc.data import chips
+
+    one = list(chips.EpochSampler(11, seed=3, shuffle=True))
+    ranks = []
+    for rank in (0, 1):
+        monkeypatch.setattr(chips, "distributed_rank", lambda r=rank: (r, 2))
+        sampler = chips.EpochSampler(11, seed=3, shuffle=True)
+        assert len(sampler) == 5  # the odd position is dropped: equal steps on every rank
+        ranks.append(list(sampler))
+        assert list(chips.RankSlice(5)) == list(range(rank, 5, 2))
+    for k in range(2):  # batch k: 2 per rank, 4 in one process
+        both = ranks[0][2 * k : 2 * k + 2] + ranks[1][2 * k : 2 * k + 2]
+        assert sorted(both, key=lambda key: key[2]) == one[4 * k : 4 * k + 4]
+    monkeypatch.setattr(chips, "distributed_rank", lambda: (0, 4))
+    with pytest.raises(chips.ConfigError, match="3 sample"):
+        len(chips.RankSlice(3))
