@@ -246,8 +246,11 @@ def _cmd(*args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
 SLOW_OVERRIDES: tuple[str, ...] = ()
 """Overrides of experiment=wald_s2 for the slow test (none: the committed recipe as it is)."""
 
-MARGIN_DB = 0.35
-"""PSNR gain over harmonised bicubic the slow test asks for: about half the measured gain."""
+MARGIN_DB = 0.3
+"""PSNR gain over harmonised bicubic the slow test asks for on the held-out part: about half the
+measured +0.60 dB (45.29 vs 44.69 dB, experiment=wald_s2 as committed, 1500 batches; the
+datamodule's own test patches: +0.54). The run takes about 12 CPU-minutes (train.py ~9, the
+scorer ~2.5), far longer on a loaded machine."""
 
 
 @pytest.mark.slow
