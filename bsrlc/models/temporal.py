@@ -13,6 +13,8 @@ too; only its centre pixel is used (no spatial context yet).
   observation embedded, a sinusoidal day-of-year encoding added, multi-head attention from a
   learned master query per head; it attends only over observed days, so the content of
   unobserved days never reaches the output, and a pixel without observations gets finite logits.
+* :class:`TemporalTransformer`: a small pre-norm transformer encoder over the observed days
+  (padding masked) read out from a class token; the same invariances.
 """
 
 from __future__ import annotations
@@ -50,6 +52,32 @@ def _split(x: Tensor, in_bands: int) -> tuple[Tensor, Tensor]:
         observed[:, None], x[:, :-1], torch.zeros((), dtype=x.dtype, device=x.device)
     )
     return values, observed
+
+
+def gather_observed(values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The observed days of each series, packed first (K = the batch's largest count).
+
+    Args:
+        values: (B, C, T) values.
+        observed: (B, T) bool, True on observed days.
+
+    Returns:
+        ``obs`` (B, K, C) the observations in day order, ``days`` (B, K) their day indices
+        (0-based; padding slots hold some unobserved day) and ``mask`` (B, K) True on real
+        observations. K >= 1. While tracing or exporting to ONNX, K = T and the days stay in
+        place (a data-dependent K would be frozen into the graph, and ONNX has no stable sort);
+        order-free poolings give the same result.
+    """
+    b, t = observed.shape
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        days = torch.arange(t, device=values.device).expand(b, -1)
+    else:
+        k = max(int(observed.sum(dim=1).max()) if b else 0, 1)
+        # observed days first, in day order (a stable sort of the flag)
+        days = torch.sort((~observed).to(torch.uint8), dim=1, stable=True).indices[:, :k]
+    mask = observed.gather(1, days)
+    obs = values.gather(2, days[:, None].expand(-1, values.shape[1], -1)).transpose(1, 2)
+    return obs, days, mask
 
 
 class TempCNN(nn.Module):
@@ -211,16 +239,7 @@ class LTAE(nn.Module):
         """
         values, observed = _split(x, self.in_bands)
         b = observed.shape[0]
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            # every day, masked (a data-dependent K would be frozen into the graph, and ONNX
-            # has no stable sort); the weighted sum does not depend on the order
-            order = torch.arange(observed.shape[1], device=x.device).expand(b, -1)
-        else:
-            k = max(int(observed.sum(dim=1).max()) if b else 0, 1)
-            # observed days first, in day order (a stable sort of the flag), K per pixel
-            order = torch.sort((~observed).to(torch.uint8), dim=1, stable=True).indices[:, :k]
-        mask = observed.gather(1, order)  # (B, K) True on real observations
-        obs = values.gather(2, order[:, None].expand(-1, values.shape[1], -1)).transpose(1, 2)
+        obs, order, mask = gather_observed(values, observed)
         e = self.embed(obs) + day_encoding(order, self.d_model // self.n_head, self.period).repeat(
             1, 1, self.n_head
         ).to(obs.dtype)  # (B, K, d_model)
@@ -246,3 +265,63 @@ class LTAE(nn.Module):
         """
         pooled, _, _ = self.attend(_centre(x))
         return self.head(self.mlp(pooled))
+
+
+class TemporalTransformer(nn.Module):
+    """A small transformer encoder over the observed days, read out from a class token.
+
+    Each observation is embedded (linear) and the day-of-year encoding added; a learned class
+    token joins them, padding is masked out of every attention, and the class token's final
+    state (layer norm, linear) gives the logits. The class token is never masked, so a pixel
+    without observations is well defined (it attends only to itself).
+
+    Args:
+        in_bands: spectral bands C (the input has C + 1 channels, the observed flag last).
+        n_classes: output classes.
+        d_model: embedding width (divisible by ``n_head``).
+        n_head: attention heads.
+        n_layers: encoder layers (pre-norm).
+        ff_mult: feed-forward width as a multiple of ``d_model``.
+        dropout: dropout inside the layers.
+        period: day-encoding period.
+    """
+
+    def __init__(
+        self,
+        in_bands: int,
+        n_classes: int,
+        d_model: int = 64,
+        n_head: int = 4,
+        n_layers: int = 2,
+        ff_mult: int = 2,
+        dropout: float = 0.1,
+        period: float = 1000.0,
+    ) -> None:
+        super().__init__()
+        self.in_bands, self.n_classes = in_bands, n_classes
+        self.d_model, self.period = d_model, period
+        self.embed = nn.Linear(in_bands, d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_head, ff_mult * d_model, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Classify pixel-years.
+
+        Args:
+            x: (B, C + 1, 365) encoding (flag last), or (B, P, P, C + 1, 365) patches.
+
+        Returns:
+            (B, n_classes) logits.
+        """
+        values, observed = _split(_centre(x), self.in_bands)
+        obs, days, mask = gather_observed(values, observed)
+        e = self.embed(obs) + day_encoding(days, self.d_model, self.period).to(obs.dtype)
+        tokens = torch.cat([self.cls.expand(e.shape[0], -1, -1), e], dim=1)
+        pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
+        out = self.encoder(tokens, src_key_padding_mask=pad)
+        return self.head(self.norm(out[:, 0]))
