@@ -26,8 +26,13 @@ def _read(path: Path) -> np.ndarray:
         return src.read()
 
 
+_DAYS: dict[tuple[Path, int], tuple[dict[str, np.ndarray], dict]] = {}
+
+
 def _clear_days(world: lw.LandcoverWorld, year: int) -> tuple[dict[str, np.ndarray], dict]:
     """Clear masks per day (union of the sensors) from the QA files, and the scene stacks."""
+    if (world.root, year) in _DAYS:
+        return _DAYS[world.root, year]
     days: dict[str, np.ndarray] = {}
     scenes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for rel in world.scenes["sentinel2"] + world.scenes["landsat"]:
@@ -42,6 +47,7 @@ def _clear_days(world: lw.LandcoverWorld, year: int) -> tuple[dict[str, np.ndarr
             clear = (qa & 0b111011) == 0
         days[stamp] = days[stamp] | clear if stamp in days else clear
         scenes.setdefault(stamp, []).append((_read(path), clear))
+    _DAYS[world.root, year] = days, scenes
     return days, scenes
 
 

@@ -181,6 +181,7 @@ _E = {
     "impervious": (0.100, 0.110, 0.120, 0.150, 0.190, 0.170),
 }
 _EM = {k: np.asarray(v, dtype=np.float32) for k, v in _E.items()}
+_CANOPIES = ("crop", "grass", "leaf", "needle", "sedge", "heath", "reed", "flower")
 
 # Crop calendars (day of year, for a field without timing shift): winter greenness, green-up
 # midpoint, senescence midpoint, harvest, peak green fraction, sowing (winter crops: autumn before).
@@ -231,7 +232,7 @@ class LandcoverSpec:
     size: int
     years: tuple[int, ...] = (2012, 2013, 2014, 2015, 2016, 2017, 2018, 2019)
     s2_from: int = 2016
-    landsat_sparse: int = 18
+    landsat_sparse: int = 20
     landsat_dense: int = 20
     s2_per_year: int = 60
     field_px: float = 11.0
@@ -524,6 +525,10 @@ class YearState:
         amp: (P,) peak green fraction factor.
         cuts: (P, 4) mowing days of grassland (NaN: no cut).
         green_share: (P,) vegetation share of built-up parcels.
+        soil: (P,) brightness of the parcel's background (soil, peat, litter, sand; dark humus
+            to bright loess), the same every year.
+        canopy: (P, 6) per-band factor of the parcel's vegetation spectrum (variety, vigour,
+            nutrition), drawn per year.
     """
 
     cover: np.ndarray
@@ -534,6 +539,8 @@ class YearState:
     amp: np.ndarray
     cuts: np.ndarray
     green_share: np.ndarray
+    soil: np.ndarray
+    canopy: np.ndarray
 
 
 def year_state(land: Landscape, spec: LandcoverSpec, year: int) -> YearState:
@@ -552,14 +559,17 @@ def year_state(land: Landscape, spec: LandcoverSpec, year: int) -> YearState:
     p = land.kind.size
     weather = float(np.clip(rng.normal(0, 5), -10, 10))
     shift = weather + np.clip(rng.normal(0, 6, p), -14, 14)
-    amp = np.clip(rng.normal(1.0, 0.04, p), 0.9, 1.08)
+    amp = np.clip(rng.normal(1.0, 0.06, p), 0.82, 1.1)
     n_cuts = rng.choice([1, 2, 3, 4], size=p, p=[0.2, 0.3, 0.35, 0.15])
     first = np.where(n_cuts == 1, rng.normal(190, 10, p), rng.normal(140, 8, p))
     gap = rng.uniform(35, 50, p)
     cuts = first[:, None] + gap[:, None] * np.arange(4)[None]
     cuts[np.arange(4)[None] >= n_cuts[:, None]] = np.nan
     cuts[cuts > 290] = np.nan
-    green_share = np.random.default_rng(np.random.SeedSequence([spec.seed, 3])).uniform(0.1, 0.4, p)
+    fixed = np.random.default_rng(np.random.SeedSequence([spec.seed, 3]))
+    green_share = fixed.uniform(0.1, 0.4, p)
+    soil = fixed.uniform(0.7, 1.4, p)
+    canopy = np.clip(1 + rng.normal(0, 0.07, (p, len(BANDS))), 0.8, 1.2)
     return YearState(
         cover=land.cover_of(year),
         next_crop=land.crop[y + 1],
@@ -569,6 +579,8 @@ def year_state(land: Landscape, spec: LandcoverSpec, year: int) -> YearState:
         amp=amp,
         cuts=cuts,
         green_share=green_share,
+        soil=soil,
+        canopy=canopy,
     )
 
 
@@ -624,14 +636,16 @@ def parcel_reflectance(st: YearState, doy: float) -> np.ndarray:
     def mix(ids: np.ndarray, parts: list[tuple[np.ndarray | float, str]], rest: str) -> None:
         total = np.zeros(ids.size)
         acc = np.zeros((ids.size, len(BANDS)))
+        soil = st.soil[ids, None]
         for frac, em in parts:
             f = np.clip(np.broadcast_to(np.asarray(frac, np.float64), (ids.size,)), 0, 1)
             total = total + f
-            acc += f[:, None] * _EM[em][None]
+            factor = st.canopy[ids] if em in _CANOPIES else soil if em == "dry" else 1.0
+            acc += f[:, None] * _EM[em][None] * factor
         over = np.maximum(total, 1.0)  # fractions summing above 1 are scaled down
         acc /= over[:, None]
         rest_f = 1 - total / over
-        out[ids] = acc + rest_f[:, None] * _EM[rest][None]
+        out[ids] = acc + rest_f[:, None] * _EM[rest][None] * (1.0 if rest == "water" else soil)
 
     for code in np.unique(st.cover):
         ids = np.nonzero(st.cover == code)[0]
@@ -978,6 +992,8 @@ def generate(
         for kind, platform, date in acquisitions(spec, year):
             doy = date.timetuple().tm_yday
             table = parcel_reflectance(state, doy)
+            # Moisture, view angle, residual atmosphere: a brightness factor per parcel and date.
+            table *= (1 + 0.04 * rng.standard_normal(table.shape[0]))[:, None].astype(np.float32)
             refl = np.moveaxis(table[land.parcel], -1, 0) * variation[None]
             refl = ndimage.gaussian_filter(refl, sigma=(0, 0.45, 0.45))  # mixed edge pixels
             cloud, shadow, opacity = _clouds(rng, n, doy)
