@@ -10,7 +10,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bsrlc.models.temporal import LTAE, TempCNN, TemporalTransformer, day_encoding
+from bsrlc.models.temporal import (
+    LTAE,
+    CentrePatchTemporal,
+    TempCNN,
+    TemporalTransformer,
+    day_encoding,
+)
 from bsrlc.timeseries.augment import ThinObservations, thin_observations
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -343,3 +349,51 @@ def test_thinning_augmentation_helps_dense_to_sparse_transfer():
             assert scores[True][1] >= 0.8  # chance 0.33
             gains.append(scores[True][2] - scores[False][2])
     assert sum(gains) / len(gains) >= 0.01  # measured ~ +0.035 at 5 obs/yr
+
+
+def patches(n: int, centre_obs: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 patches of one class each, (n, 3, 3, 3, 365): neighbours have 10-50 obs/yr, the
+    centre is thinned to ``centre_obs`` on average (alone it is a weak witness)."""
+    x, y = phenology(30 * n, (10, 50), g)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    out = torch.empty(n, 9, 3, 365)
+    for c in range(3):
+        idx = (labels == c).nonzero()[:, 0]
+        out[idx] = x[y == c][: 9 * len(idx)].view(len(idx), 9, 3, 365)
+    out[:, 4] = thin_observations(out[:, 4], target_per_year=centre_obs, generator=g)
+    return out.view(n, 3, 3, 3, 365), labels
+
+
+def test_centre_patch_temporal_uses_the_neighbourhood():
+    torch.manual_seed(0)
+    model = CentrePatchTemporal(small_ltae(), 3, hidden=16).eval()
+    x, _ = patches(4, 2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (4, 3)
+        changed = x.clone()
+        changed[:, 0, 0, 0] += 0.5 * (changed[:, 0, 0, -1] > 0)  # a neighbour's values
+        assert not torch.allclose(model(changed), out)
+        empty = x.clone()
+        empty[:, 0, 0] = 0  # a neighbour without observations does not count
+        seen = (x[:, 0, 0, -1] > 0).any(-1)
+        assert seen.all()
+        ref = model(empty)
+        empty[:, 0, 0, :-1] = torch.randn_like(empty[:, 0, 0, :-1])  # garbage, flag 0
+        assert torch.equal(model(empty), ref)
+    with pytest.raises(ValueError, match="patches"):
+        model(x[:, 1, 1])
+
+
+@pytest.mark.slow
+def test_centre_patch_context_beats_the_centre_alone_when_it_is_sparse():
+    g = torch.Generator().manual_seed(0)
+    xtr, ytr = patches(300, 2, g)
+    xte, yte = patches(200, 2, g)
+    torch.manual_seed(0)
+    alone = fit(small_ltae(), xtr, ytr, 120)
+    torch.manual_seed(0)
+    context = fit(CentrePatchTemporal(small_ltae(), 3, hidden=32, dropout=0.0), xtr, ytr, 120)
+    a, c = accuracy(alone, xte, yte), accuracy(context, xte, yte)
+    print(f"centre alone (~2 obs/yr) {a:.3f}, with its 3x3 patch {c:.3f}")
+    assert c >= 0.8 and c >= a + 0.1

@@ -3,7 +3,7 @@
 Both models take the encoding of :func:`bsrlc.timeseries.encode`: ``(B, C + 1, 365)`` with the
 spectral bands first and the observed flag last (1 on observed days, every unobserved day 0),
 and return ``(B, n_classes)`` logits. A centre-patch batch ``(B, P, P, C + 1, 365)`` is accepted
-too; only its centre pixel is used (no spatial context yet).
+too; only its centre pixel is used (:class:`CentrePatchTemporal` adds the patch as context).
 
 * :class:`TempCNN` (Pelletier et al. 2019): 1-D conv blocks (conv, BN, ReLU, dropout) over
   time, flattened, one dense block, a linear classifier. It sees the sparse series as they are
@@ -15,6 +15,8 @@ too; only its centre pixel is used (no spatial context yet).
   unobserved days never reaches the output, and a pixel without observations gets finite logits.
 * :class:`TemporalTransformer`: a small pre-norm transformer encoder over the observed days
   (padding masked) read out from a class token; the same invariances.
+* :class:`CentrePatchTemporal`: optional spatial context as in the urban classifier: any of
+  the above on every pixel of a centre patch, the centre's and the patch's mean features.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class TempCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
         )
+        self.n_features = hidden
         self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -150,14 +153,25 @@ class TempCNN(nn.Module):
         Returns:
             (B, n_classes) logits.
         """
-        values, observed = _split(_centre(x), self.in_bands)
+        return self.head(self.features(_centre(x)))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The dense block's output, before the classifier.
+
+        Args:
+            x: (B, C + 1, 365) encoding (flag last).
+
+        Returns:
+            (B, n_features) features.
+        """
+        values, observed = _split(x, self.in_bands)
         if self.fill == "linear":
             from bsrlc.timeseries.encoding import fill_linear
 
             values = fill_linear(values, observed)
         if self.use_flag:
             values = torch.cat([values, observed[:, None].to(values.dtype)], dim=1)
-        return self.head(self.dense(self.convs(values)))
+        return self.dense(self.convs(values))
 
 
 def day_encoding(days: Tensor, dim: int, period: float = 1000.0) -> Tensor:
@@ -225,6 +239,7 @@ class LTAE(nn.Module):
         for c_in, c_out in itertools.pairwise(widths):
             layers += [nn.Linear(c_in, c_out), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
         self.mlp = nn.Sequential(*layers, nn.Dropout(dropout))
+        self.n_features = widths[-1]
         self.head = nn.Linear(widths[-1], n_classes)
 
     def attend(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -263,8 +278,19 @@ class LTAE(nn.Module):
         Returns:
             (B, n_classes) logits.
         """
-        pooled, _, _ = self.attend(_centre(x))
-        return self.head(self.mlp(pooled))
+        return self.head(self.features(_centre(x)))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The MLP's output, before the classifier.
+
+        Args:
+            x: (B, C + 1, 365) encoding (flag last).
+
+        Returns:
+            (B, n_features) features.
+        """
+        pooled, _, _ = self.attend(x)
+        return self.mlp(pooled)
 
 
 class TemporalTransformer(nn.Module):
@@ -307,6 +333,7 @@ class TemporalTransformer(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
+        self.n_features = d_model
         self.head = nn.Linear(d_model, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -318,10 +345,68 @@ class TemporalTransformer(nn.Module):
         Returns:
             (B, n_classes) logits.
         """
-        values, observed = _split(_centre(x), self.in_bands)
+        return self.head(self.features(_centre(x)))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The class token's normalised final state, before the classifier.
+
+        Args:
+            x: (B, C + 1, 365) encoding (flag last).
+
+        Returns:
+            (B, n_features) features.
+        """
+        values, observed = _split(x, self.in_bands)
         obs, days, mask = gather_observed(values, observed)
         e = self.embed(obs) + day_encoding(days, self.d_model, self.period).to(obs.dtype)
         tokens = torch.cat([self.cls.expand(e.shape[0], -1, -1), e], dim=1)
         pad = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
         out = self.encoder(tokens, src_key_padding_mask=pad)
-        return self.head(self.norm(out[:, 0]))
+        return self.norm(out[:, 0])
+
+
+class CentrePatchTemporal(nn.Module):
+    """Spatial context for a temporal model: the centre pixel's features and its patch's.
+
+    The temporal encoder (any model above, shared weights) runs on every pixel of a
+    ``P x P`` patch; the centre pixel's features and the mean features of the pixels with at
+    least one observation (the centre included) are concatenated and classified by an MLP. It
+    costs P^2 encoder passes per sample.
+
+    Args:
+        encoder: a temporal model with ``features`` and ``n_features`` (its head is unused).
+        n_classes: output classes.
+        hidden: width of the hidden layer of the classifier.
+        dropout: dropout before the classifier's output layer.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, n_classes: int, hidden: int = 128, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.encoder, self.n_classes = encoder, n_classes
+        f = int(encoder.n_features)  # type: ignore[arg-type]
+        self.head = nn.Sequential(
+            nn.Linear(2 * f, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Classify the centre pixels of patches.
+
+        Args:
+            x: (B, P, P, C + 1, 365) patches of the encoding (flag last).
+
+        Returns:
+            (B, n_classes) logits.
+        """
+        if x.ndim != 5:
+            raise ValueError(f"expected (B, P, P, C+1, T) patches, got {tuple(x.shape)}")
+        b, p, q = x.shape[:3]
+        f = self.encoder.features(x.reshape(b * p * q, *x.shape[3:])).view(b, p * q, -1)
+        centre = f[:, (p // 2) * q + q // 2]
+        seen = (x[..., -1, :] > 0).any(-1).reshape(b, p * q, 1).to(f.dtype)
+        context = (f * seen).sum(1) / seen.sum(1).clamp(min=1)
+        return self.head(torch.cat([centre, context], dim=1))
