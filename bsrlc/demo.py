@@ -453,6 +453,7 @@ def run(
     force: bool = False,
     progress: bool = True,
     stage: str = "report",
+    pin_numerics: bool = False,
 ) -> dict[str, Any]:
     """Run the demo workflow.
 
@@ -463,6 +464,8 @@ def run(
         force: redo every step.
         progress: show progress bars.
         stage: the last stage to run (one of :data:`STAGES`).
+        pin_numerics: pin torch to :data:`DEMO_THREADS` threads and :data:`DEMO_CPU_ISA`
+            kernels first (``python -m bsrlc.demo`` does; :mod:`bsrlc.numerics`).
 
     Returns:
         The metrics written to ``metrics.json`` (after ``report``), else ``{"stage": stage}``.
@@ -483,6 +486,10 @@ def run(
             log.info("stage %s done (%.0f s); stopping as asked", name, time.perf_counter() - t0)
         return name == stage
 
+    if pin_numerics:  # the same tables on any x86 machine and load (bsrlc.numerics)
+        from bsrlc.numerics import pin_cpu_numerics
+
+        log.info("CPU numerics pinned: %s", pin_cpu_numerics(DEMO_THREADS, DEMO_CPU_ISA))
     import torch
 
     from bsrlc.data.legend import Legend
@@ -1315,12 +1322,16 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"{option}: unknown option; use stage=NAME ({', '.join(STAGES)})")
         stage = value
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    from bsrlc.numerics import pin_cpu_numerics
-
-    # the same tables on any x86 machine and load: 2 threads, AVX2 kernels (bsrlc.numerics)
-    log.info("CPU numerics pinned: %s", pin_cpu_numerics(DEMO_THREADS, DEMO_CPU_ISA))
     out = args.out_dir or Path("outputs") / args.size
-    run(args.size, args.data_dir, out, force=args.force, progress=not args.no_progress, stage=stage)
+    run(
+        args.size,
+        args.data_dir,
+        out,
+        force=args.force,
+        progress=not args.no_progress,
+        stage=stage,
+        pin_numerics=True,
+    )
 
 
 if __name__ == "__main__":
