@@ -222,6 +222,13 @@ def test_grassland_is_mown_on_its_own_dates(world):
 
 
 def test_points_per_year_are_stratified_and_split_by_the_block(world):
+    from bsrlc.data.legend import load_legend
+    from bsrlc.data.points import read_points
+
+    legend = load_legend(world.root / world.legend)
+    assert [c.code for c in legend.classes] == list(lw.CLASSES)
+    read = read_points(world.root / world.points[world.spec.years[0]], legend=legend)
+    assert set(read["class"]) == set(lw.CLASSES)  # bsrlc reads them with the world's legend
     r0, c0, r1, c1 = world.test_block
     b = world.spec.buffer_px
     x0, y0 = world.spec.origin

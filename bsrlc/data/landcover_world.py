@@ -470,7 +470,7 @@ def build_landscape(spec: LandcoverSpec) -> Landscape:
             ids = arable[crop[y - 1, arable] == prev]
             crop[y, ids] = rng.choice(crops, size=ids.size, p=_ROTATION[prev])
     spring = np.isin(crop, [C_BARLEY, C_MAIZE, C_BEET])
-    catch = spring & (rng.random(crop.shape) < 0.3)
+    catch = spring & (rng.random(crop.shape) < 0.4)
 
     # The bog: zones by column, then a drainage and a restoration event.
     on_bog = kind == C_BOG
@@ -529,6 +529,8 @@ class YearState:
             to bright loess), the same every year.
         canopy: (P, 6) per-band factor of the parcel's vegetation spectrum (variety, vigour,
             nutrition), drawn per year.
+        cover_level: (P,) 0..1, how green a field is over winter (winter crops, catch crops).
+        late: (P,) days the senescence and harvest come later than green-up implies.
     """
 
     cover: np.ndarray
@@ -541,6 +543,8 @@ class YearState:
     green_share: np.ndarray
     soil: np.ndarray
     canopy: np.ndarray
+    cover_level: np.ndarray
+    late: np.ndarray
 
 
 def year_state(land: Landscape, spec: LandcoverSpec, year: int) -> YearState:
@@ -559,7 +563,12 @@ def year_state(land: Landscape, spec: LandcoverSpec, year: int) -> YearState:
     p = land.kind.size
     weather = float(np.clip(rng.normal(0, 5), -10, 10))
     shift = weather + np.clip(rng.normal(0, 6, p), -14, 14)
-    amp = np.clip(rng.normal(1.0, 0.06, p), 0.82, 1.1)
+    amp = np.clip(rng.normal(1.0, 0.08, p), 0.78, 1.12)
+    # Management: winter cover (sowing date, frost, catch-crop success) and the harvest date
+    # vary per field independently of green-up, so levels and season lengths overlap between
+    # crops and their timing tells them apart.
+    cover_level = rng.uniform(0.0, 1.0, p)
+    late = np.clip(rng.normal(0, 6, p), -12, 12)
     n_cuts = rng.choice([1, 2, 3, 4], size=p, p=[0.2, 0.3, 0.35, 0.15])
     first = np.where(n_cuts == 1, rng.normal(190, 10, p), rng.normal(140, 8, p))
     gap = rng.uniform(35, 50, p)
@@ -581,6 +590,8 @@ def year_state(land: Landscape, spec: LandcoverSpec, year: int) -> YearState:
         green_share=green_share,
         soil=soil,
         canopy=canopy,
+        cover_level=cover_level,
+        late=late,
     )
 
 
@@ -590,10 +601,11 @@ def _crop_fractions(st: YearState, ids: np.ndarray, code: int, doy: float) -> di
     s = st.shift[ids]
     amp = cal["amp"] * st.amp[ids]
     up = _rise(doy, cal["up"] + s, 8.0)
-    sen = _rise(doy, cal["sen"] + s, 6.0)
-    winter = cal["winter"] * np.ones_like(s)
+    lvl = st.cover_level[ids]
+    sen = _rise(doy, cal["sen"] + s + st.late[ids], 6.0)
+    winter = np.minimum(cal["winter"] * (0.4 + 1.2 * lvl), 0.6)
     if code not in _WINTER_SOWN:  # a catch crop until spring ploughing
-        winter = np.where(st.catch[ids], 0.3 * (1 - _rise(doy, 85.0 + s, 5.0)), 0.0)
+        winter = np.where(st.catch[ids], (0.15 + 0.3 * lvl) * (1 - _rise(doy, 85.0 + s, 5.0)), 0.0)
     canopy = winter + (amp - winter) * up
     green = canopy * (1 - sen)
     dry = canopy * sen
@@ -602,7 +614,7 @@ def _crop_fractions(st: YearState, ids: np.ndarray, code: int, doy: float) -> di
         peak, width, share = _RAPE_FLOWER
         flower = green * share * np.exp(-0.5 * ((doy - peak - s) / width) ** 2)
         green = green - flower
-    harvest = cal["harvest"] + s
+    harvest = cal["harvest"] + s + st.late[ids]
     after = doy >= harvest
     if after.any():
         since = doy - harvest
