@@ -1063,10 +1063,10 @@ def ingest(
         else:
             _run_local(plan, todo, overwrite, progress, results.append)
     except DiskFullError as err:
-        done = sum(t.path.exists() for t in tasks)
+        n_done = sum(t.path.exists() for t in tasks)
         raise DiskFullError(
-            f"{err}; {done} of {len(tasks)} tiles are finished and kept (the rerun computes the "
-            "others)"
+            f"{err}; {n_done} of {len(tasks)} tiles are finished and kept (the rerun computes "
+            "the others)"
         ) from None
     finally:
         _set_threads(threads)
