@@ -185,6 +185,8 @@ def _peak_days(world: lw.LandcoverWorld, year: int) -> dict[int, float]:
                     - np.datetime64(f"{year}-01-01")
                 ).astype(int) + 1
                 series.append((doy, float(np.mean(vals))))
+        if len(series) < 10:  # too few fields of this crop in the tiny world this year
+            continue
         d, v = np.array(series).T
         smooth = np.convolve(v, np.ones(3) / 3, mode="same")  # a 3-date running mean
         out[crop] = float(d[np.argmax(smooth)])
@@ -198,6 +200,7 @@ def test_crops_differ_by_the_timing_of_their_peak(world):
     assert np.mean(diffs) > 20, peaks
     assert peaks[lw.C_MAIZE] - peaks[lw.C_WHEAT] > 50, peaks
     assert peaks[lw.C_BARLEY] - peaks[lw.C_WHEAT] > 15, peaks
+    assert len(peaks) >= 5
     # ... more than by their annual level: the crops' mean NDVI over the season is alike.
     land = lw.build_landscape(world.spec)
     st = lw.year_state(land, world.spec, year)

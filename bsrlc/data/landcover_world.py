@@ -4,11 +4,12 @@ A second generated world, next to the urban one of :mod:`bsrlc.data.demo`, for a
 mapping from time series (BSRLC+ style). It lives on the 30 m grid only (EPSG:3035) and spans
 several years, each with its own truth:
 
-- **Fields** (Voronoi parcels) with a crop per year from rotation rules: winter wheat, spring
-  barley (both *cereals*), rapeseed, maize and sugar beet (*root crops*). Each crop has its own
-  calendar (sowing, green-up, senescence, harvest; rapeseed flowers yellow in May), shifted per
-  field and year by up to two weeks and per year by the weather. Winter crops show as young green
-  in the autumn before their year, some spring crops follow a catch crop.
+- **Fields** (Voronoi parcels) with a crop per year from rotation rules: winter wheat, winter
+  barley and spring barley (*cereals*), rapeseed, maize, sugar beet and potato (*root crops*).
+  Each crop has its own calendar (sowing, green-up, senescence, harvest; rapeseed flowers
+  yellow in May), shifted per field and year by up to two weeks and per year by the weather.
+  Winter crops show as young green in the autumn before their year, some spring crops follow a
+  catch crop; winter cover and harvest dates vary per field.
 - **Grassland** mown two to four times a year (one late cut for extensive meadows) on each
   parcel's own dates; **broadleaf** (leaf-on / leaf-off, autumn colour) and **coniferous** forest;
   **water** (lake, river, pond); reed **marsh** flooded in spring; **bare land** (quarry, sand
@@ -109,7 +110,9 @@ CROP_CLASSES = (CEREALS, RAPESEED, MAIZE, ROOT_CROPS)
     C_WATER,
     C_SAND,
     C_BOG_REWETTED,
-) = range(1, 17)
+    C_POTATO,
+    C_WBARLEY,
+) = range(1, 19)
 COVER_NAMES = {
     C_BUILT: "built-up",
     C_WHEAT: "winter wheat",
@@ -127,8 +130,10 @@ COVER_NAMES = {
     C_WATER: "water",
     C_SAND: "quarry / sand",
     C_BOG_REWETTED: "rewetted bog",
+    C_POTATO: "potato",
+    C_WBARLEY: "winter barley",
 }
-COVER_TO_CLASS = np.zeros(17, dtype=np.uint8)
+COVER_TO_CLASS = np.zeros(19, dtype=np.uint8)
 for _cov, _cls in {
     C_BUILT: ARTIFICIAL,
     C_WHEAT: CEREALS,
@@ -136,6 +141,8 @@ for _cov, _cls in {
     C_RAPE: RAPESEED,
     C_MAIZE: MAIZE,
     C_BEET: ROOT_CROPS,
+    C_POTATO: ROOT_CROPS,
+    C_WBARLEY: CEREALS,
     C_GRASS: GRASSLAND,
     C_BROADLEAF: BROADLEAF,
     C_CONIFER: CONIFEROUS,
@@ -148,17 +155,19 @@ for _cov, _cls in {
     C_SAND: BARE,
 }.items():
     COVER_TO_CLASS[_cov] = _cls
-CROPS = (C_WHEAT, C_BARLEY, C_RAPE, C_MAIZE, C_BEET)
+CROPS = (C_WHEAT, C_BARLEY, C_RAPE, C_MAIZE, C_BEET, C_POTATO, C_WBARLEY)
 
 # Crop rotation: previous crop -> probabilities of this year's crop (order of CROPS).
 _ROTATION = {
-    C_WHEAT: (0.10, 0.30, 0.25, 0.20, 0.15),
-    C_BARLEY: (0.25, 0.00, 0.35, 0.20, 0.20),
-    C_RAPE: (0.85, 0.15, 0.00, 0.00, 0.00),
-    C_MAIZE: (0.45, 0.30, 0.00, 0.25, 0.00),
-    C_BEET: (0.60, 0.40, 0.00, 0.00, 0.00),
+    C_WHEAT: (0.10, 0.15, 0.20, 0.15, 0.10, 0.10, 0.20),
+    C_BARLEY: (0.25, 0.00, 0.30, 0.15, 0.15, 0.15, 0.00),
+    C_RAPE: (0.60, 0.10, 0.00, 0.00, 0.00, 0.00, 0.30),
+    C_MAIZE: (0.40, 0.25, 0.00, 0.20, 0.00, 0.05, 0.10),
+    C_BEET: (0.55, 0.35, 0.00, 0.00, 0.00, 0.00, 0.10),
+    C_POTATO: (0.55, 0.25, 0.00, 0.00, 0.00, 0.00, 0.20),
+    C_WBARLEY: (0.10, 0.10, 0.50, 0.15, 0.10, 0.05, 0.00),
 }
-_CROP_START = (0.30, 0.20, 0.15, 0.20, 0.15)
+_CROP_START = (0.25, 0.12, 0.13, 0.15, 0.10, 0.10, 0.15)
 
 # Endmember spectra (BLU, GRN, RED, NIR, SW1, SW2), surface reflectance.
 _E = {
@@ -191,9 +200,11 @@ _CALENDAR = {
     C_RAPE: {"winter": 0.40, "up": 85, "sen": 170, "harvest": 198, "amp": 0.90, "sow": 240},
     C_MAIZE: {"winter": 0.0, "up": 178, "sen": 258, "harvest": 285, "amp": 0.92, "sow": 120},
     C_BEET: {"winter": 0.0, "up": 158, "sen": 330, "harvest": 290, "amp": 0.95, "sow": 95},
+    C_POTATO: {"winter": 0.0, "up": 160, "sen": 228, "harvest": 255, "amp": 0.85, "sow": 110},
+    C_WBARLEY: {"winter": 0.30, "up": 92, "sen": 165, "harvest": 192, "amp": 0.88, "sow": 265},
 }
 _RAPE_FLOWER = (127.0, 9.0, 0.55)  # (peak day, width in days, share of the canopy in flower)
-_WINTER_SOWN = (C_WHEAT, C_RAPE)
+_WINTER_SOWN = (C_WHEAT, C_RAPE, C_WBARLEY)
 
 # Where things are, as fractions (row0, col0, row1, col1) of the extent.
 _QUARRY = (0.04, 0.04, 0.14, 0.18)
@@ -469,7 +480,7 @@ def build_landscape(spec: LandcoverSpec) -> Landscape:
         for prev in CROPS:
             ids = arable[crop[y - 1, arable] == prev]
             crop[y, ids] = rng.choice(crops, size=ids.size, p=_ROTATION[prev])
-    spring = np.isin(crop, [C_BARLEY, C_MAIZE, C_BEET])
+    spring = np.isin(crop, [C_BARLEY, C_MAIZE, C_BEET, C_POTATO])
     catch = spring & (rng.random(crop.shape) < 0.4)
 
     # The bog: zones by column, then a drainage and a restoration event.
