@@ -92,6 +92,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "l1_sam": ("L1 + SAM, 1600", merge(SR_DEMO_C7556E4, NO_GAN, ["model.w_lr=0"])),
     "l1_sam_lr": ("L1 + SAM + LR, 1600 (today without GAN)", merge(SR_DEMO_C7556E4, NO_GAN)),
     "mse_sam": ("MSE + SAM, 1600", merge(SR_DEMO_C7556E4, NO_GAN, MSE_SAM)),
+    "mse_sam_lr": (
+        "MSE + SAM + LR, 1600 (today without GAN, MSE for L1)",
+        merge(SR_DEMO_C7556E4, NO_GAN, ["model.content_loss=mse"]),
+    ),
     "mse_sam_gan": (
         "MSE + SAM, 1400 + 200 GAN",
         merge(SR_DEMO_C7556E4, MSE_SAM),
