@@ -319,7 +319,10 @@ class LandcoverWorld:
         raw = json.loads((root / "world.json").read_text())
         raw["root"] = root
         raw["spec"] = LandcoverSpec(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in raw["spec"].items()}
+            **{  # type: ignore[arg-type]
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in raw["spec"].items()  # JSON lists back to tuples
+            }
         )
         for key in ("truth", "cover", "points", "stats"):
             raw[key] = {int(k): v for k, v in raw[key].items()}
@@ -1016,7 +1019,7 @@ def generate(
             doy = date.timetuple().tm_yday
             table = parcel_reflectance(state, doy)
             # Moisture, view angle, residual atmosphere: a brightness factor per parcel and date.
-            table *= (1 + 0.04 * rng.standard_normal(table.shape[0]))[:, None].astype(np.float32)
+            table *= (1 + 0.04 * rng.standard_normal((table.shape[0], 1))).astype(np.float32)
             refl = np.moveaxis(table[land.parcel], -1, 0) * variation[None]
             refl = ndimage.gaussian_filter(refl, sigma=(0, 0.45, 0.45))  # mixed edge pixels
             cloud, shadow, opacity = _clouds(rng, n, doy)
@@ -1030,7 +1033,7 @@ def generate(
                 scl[shadow] = 3
                 scl[cloud] = np.where(opacity[cloud] > 0.6, 9, 8)
                 clear = np.isin(scl, (4, 5, 6))
-                folder, mask_name, mask = "sentinel2", f"{name}_SCL.tif", scl
+                folder, mask_name, mask = "sentinel2", f"{name}_SCL.tif", np.asarray(scl)
                 dn = _to_int16(refl)
             else:
                 gain, offset = (
@@ -1049,7 +1052,7 @@ def generate(
                     dn[:, gaps] = SCENE_NODATA
                     qa[gaps] = 1
                 clear = (qa & 0b111011) == 0
-                folder, mask_name, mask = "landsat", f"{name}_QA_PIXEL.tif", qa
+                folder, mask_name, mask = "landsat", f"{name}_QA_PIXEL.tif", np.asarray(qa)
             _write(
                 tmp / f"scenes/{folder}/{name}.tif",
                 dn,
