@@ -47,26 +47,34 @@ def l1_content_loss(sr: Tensor, hr: Tensor, valid: Tensor | None = None) -> Tens
     return ((sr - hr).abs() * w).sum() / n.clamp_min(1)
 
 
-CONTENT_LOSSES = ("l1", "mse", "charbonnier")
+CONTENT_LOSSES = ("l1", "mse", "charbonnier", "shift_l1")
 """The kinds of :func:`content_loss`."""
 
 
 def content_loss(
-    sr: Tensor, hr: Tensor, kind: str = "l1", eps: float = 1e-3, valid: Tensor | None = None
+    sr: Tensor,
+    hr: Tensor,
+    kind: str = "l1",
+    eps: float = 1e-3,
+    valid: Tensor | None = None,
+    max_shift: int = 1,
 ) -> Tensor:
     """Pixel content loss of one of :data:`CONTENT_LOSSES`, optionally over valid pixels.
 
     ``l1`` (mean ``|d|``) is minimised by the conditional median: where the LR leaves the HR
     ambiguous (which 10 m pixels of a 30 m pixel hold a roof) it commits to one outcome. ``mse``
     (mean ``d^2``) is minimised by the conditional mean, what PSNR and ERGAS reward.
-    ``charbonnier`` (mean ``sqrt(d^2 + eps^2) - eps``) is L1 smoothed near 0.
+    ``charbonnier`` (mean ``sqrt(d^2 + eps^2) - eps``) is L1 smoothed near 0. ``shift_l1`` is
+    :func:`shift_tolerant_l1_loss` (per image, the best L1 over shifts up to ``max_shift`` HR
+    pixels): for real pairs misregistered by a pixel or so, which plain L1 teaches to blur.
 
     Args:
         sr: (B, C, H, W) generated.
         hr: (B, C, H, W) reference.
-        kind: ``l1``, ``mse`` or ``charbonnier``.
+        kind: one of :data:`CONTENT_LOSSES`.
         eps: Charbonnier's smoothing (in the units of ``sr``).
         valid: optional (B, H, W) or (B, 1, H, W) bool mask of pixels to count.
+        max_shift: ``shift_l1``'s largest shift, HR pixels.
 
     Returns:
         Scalar loss.
@@ -74,6 +82,8 @@ def content_loss(
     Raises:
         ValueError: for an unknown kind.
     """
+    if kind == "shift_l1":
+        return shift_tolerant_l1_loss(sr, hr, max_shift=max_shift, valid=valid)
     d = sr - hr
     if kind == "l1":
         err = d.abs()

@@ -140,3 +140,25 @@ def test_an_unknown_content_loss_is_refused():
     gen = {"_target_": "bsrlc.models.sr.SRResNet", "in_bands": 3, "channels": 8, "n_blocks": 1}
     with pytest.raises(ConfigError, match="model.content_loss=l2: use l1, mse, charbonnier"):
         SRGANTask(generator=gen, content_loss="l2")
+
+
+def test_shift_l1_content_forgives_a_one_pixel_misregistration():
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 24, 24, generator=g)
+    sr = torch.roll(hr, shifts=(1, -1), dims=(-2, -1))  # misregistered by a pixel each way
+    assert losses.content_loss(sr, hr, "shift_l1", max_shift=1).item() < 1e-6
+    assert losses.content_loss(sr, hr, "l1").item() > 0.2
+    # a shift beyond max_shift is not forgiven
+    far = torch.roll(hr, shifts=2, dims=-1)
+    assert losses.content_loss(far, hr, "shift_l1", max_shift=1).item() > 0.2
+
+
+def test_the_task_trains_with_the_shift_tolerant_content_loss(tmp_path):
+    write_pair(tmp_path, size=72)
+    cfg = compose_train(
+        [*_overrides(tmp_path), "model.content_loss=shift_l1", "model.max_shift=1"],
+        tmp_path / "run",
+    )
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/shift_l1"]) and metrics["train/shift_l1"] > 0
+    assert math.isfinite(metrics["train/l1"])  # the plain L1 is logged beside it

@@ -154,8 +154,10 @@ class SRGANTask(L.LightningModule):
         lr_schedule: learning-rate factors of the phases ``pretrain`` and ``adversarial``
             (generator) and ``discriminator`` (its steps in the adversarial phase), each
             ``{shape: constant|linear|cosine, start, end, warmup}`` (:class:`PhaseSchedule`).
-        content_loss: ``l1``, ``mse`` or ``charbonnier`` (:func:`bsrlc.losses.content_loss`).
+        content_loss: ``l1``, ``mse``, ``charbonnier`` or ``shift_l1``
+            (:func:`bsrlc.losses.content_loss`).
         charbonnier_eps: Charbonnier's smoothing, normalised units.
+        max_shift: ``content_loss=shift_l1``'s largest shift, HR pixels (misregistered pairs).
         w_l1: content loss weight (L1 unless ``content_loss`` says otherwise).
         w_sam: spectral angle loss weight.
         w_adv: adversarial loss weight (full strength).
@@ -199,6 +201,7 @@ class SRGANTask(L.LightningModule):
         lr_schedule: dict[str, Any] | None = None,
         content_loss: str = "l1",
         charbonnier_eps: float = 1e-3,
+        max_shift: int = 1,
     ) -> None:
         super().__init__()
         if adversarial not in {"bce", "hinge"}:
@@ -459,7 +462,9 @@ class SRGANTask(L.LightningModule):
         # Generator.
         sr = self.generator(lr)
         kind = h.get("content_loss", "l1")
-        loss_content = losses.content_loss(sr, hr, kind, h.get("charbonnier_eps", 1e-3))
+        loss_content = losses.content_loss(
+            sr, hr, kind, h.get("charbonnier_eps", 1e-3), max_shift=h.get("max_shift", 1)
+        )
         loss_sam = losses.spectral_angle_loss(self._denorm(sr), self._denorm(hr))
         loss_lr = losses.lr_consistency_loss(sr, lr, h.scale)
         loss_g = h.w_l1 * loss_content + h.w_sam * loss_sam + h.w_lr * loss_lr
