@@ -26,6 +26,7 @@ ENTRIES = {
     "export": ["-m", "bsrlc.export"],
     "demo_world": ["-m", "bsrlc.data.demo"],
     "stm": ["-m", "bsrlc.stm"],
+    "landcover_world": ["-m", "bsrlc.data.landcover_world"],
 }
 
 
@@ -60,6 +61,7 @@ def _imported(stderr: str) -> set[str]:
         ("predict", ["trainer"], ["experiment", "sensor", "model"]),
         ("export", ["paths"], ["sensor", "experiment", "trainer", "model"]),
         ("demo_world", ["paths"], ["sensor", "experiment", "trainer", "model"]),
+        ("landcover_world", ["paths"], ["sensor", "experiment", "trainer", "model"]),
         ("stm", ["paths", "sensor"], ["experiment", "trainer", "model", "legend"]),
     ],
 )
@@ -99,6 +101,7 @@ def test_train_help_lists_debug_anomaly_and_its_header():
         ("predict", "temporal.mod=hmm", "did you mean temporal.mode?"),
         ("export", "checkpint=a.ckpt", "did you mean checkpoint?"),
         ("demo_world", "sise=tiny", "did you mean size?"),
+        ("landcover_world", "sise=tiny", "did you mean size?"),
         ("stm", "sensor=landsat_c3", "did you mean landsat_c2?"),
     ],
 )

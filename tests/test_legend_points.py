@@ -33,8 +33,9 @@ def test_presets_load() -> None:
     assert urban.codes == [1, 2, 3, 4] and urban.nodata == 0
     assert urban.names[2].startswith("artificial open spaces")
     land = Legend.from_config("landcover")
-    assert len(land) == 13
-    assert {"cereals", "rapeseed", "maize", "peatland and bog", "water"} <= set(land.names)
+    assert len(land) == 14
+    assert {"cereals", "rapeseed", "maize", "intact peat bog", "water"} <= set(land.names)
+    assert land.names[-1] == "drained or extracted peat bog"
     assert Legend.from_config(urban.to_config()) == Legend(
         urban.name, urban.classes, urban.nodata, "config"
     )
