@@ -50,7 +50,7 @@ import torch
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from bsrlc.errors import InputError
+from bsrlc.errors import InputError, format_bytes
 from bsrlc.raster import COGWriter
 
 log = logging.getLogger(__name__)
@@ -337,8 +337,8 @@ class TileStore:
         free = shutil.disk_usage(self.root).free
         if need > free:
             raise InputError(
-                f"{self.root.parent}: {free / 2**30:.2f} GiB free, but the tiles of "
-                f"{self.job.name} need about {need / 2**30:.2f} GiB before the COG is written; "
+                f"{self.root.parent}: {format_bytes(free)} free, but the tiles of "
+                f"{self.job.name} need about {format_bytes(need)} before the COG is written; "
                 "free space or choose another out_dir"
             )
 
