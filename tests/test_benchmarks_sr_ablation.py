@@ -28,6 +28,7 @@ def _run(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # two SR trainings in subprocesses (about 60 CPU s); `make bench` runs it too
 def test_sr_ablation_quick_json_and_reuse(tmp_path):
     """Rows ``l1`` (no GAN) and ``today`` (with one, so also ``today@pretrain``) train in their
     own processes; the JSON last line holds each row's block scores, its gain over harmonised

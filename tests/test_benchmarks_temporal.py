@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 30-65 s on 2 cores; `make bench` runs it too
 def test_temporal_benchmark_quick_json(tmp_path):
     """8 scenes of 64 px, batches of 32: the JSON last line has the issue's keys, the encodings
     made from the store and from the scenes are identical, and the sizes add up."""
