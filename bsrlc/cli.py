@@ -23,7 +23,7 @@ import difflib
 import functools
 import string
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -253,3 +253,36 @@ def _did_you_mean(name: str, candidates: list[str], prefix: str = "") -> str:
     # the best match and any about as close (max_epoch: max_epochs, not min_epochs too)
     close = [c for score, c in sorted(scored, reverse=True) if score >= max(0.6, best - 0.1)][:3]
     return f"did you mean {' or '.join(prefix + c for c in close)}? " if close else ""
+
+
+def parse_key_values(
+    argv: Sequence[str], keys: dict[str, str | None], command: str
+) -> dict[str, str]:
+    """``key=value`` arguments of a small command without Hydra, defaults filled in.
+
+    Args:
+        argv: the arguments after the program name.
+        keys: key -> default (None: required).
+        command: how the command is run, named in errors (``python -m bsrlc.data.wald``).
+
+    Returns:
+        Every key, defaults filled in ("" for an optional key without one).
+
+    Raises:
+        ConfigError: for an unknown key (with the closest one) or a missing required one.
+    """
+    values = dict(keys)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in keys:
+            close = difflib.get_close_matches(key, list(keys), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"unknown argument {arg!r}{hint}; use key=value with keys {', '.join(keys)} "
+                f"({command} --help)"
+            )
+        values[key] = value
+    missing = [k for k, v in values.items() if keys[k] is None and not v]
+    if missing:
+        raise ConfigError(f"missing {' '.join(k + '=...' for k in missing)} ({command} --help)")
+    return {k: v or "" for k, v in values.items()}

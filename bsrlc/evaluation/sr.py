@@ -33,7 +33,6 @@ usage.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import sys
@@ -96,24 +95,9 @@ def parse_args(argv: Sequence[str]) -> dict[str, str]:
     Raises:
         ConfigError: for an unknown key or a missing required one.
     """
-    values = dict(_KEYS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in _KEYS:
-            close = difflib.get_close_matches(key, list(_KEYS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(
-                f"unknown argument {arg!r}{hint}; use key=value with keys {', '.join(_KEYS)} "
-                "(python -m bsrlc.evaluation.sr --help)"
-            )
-        values[key] = value
-    missing = [k for k, v in values.items() if _KEYS[k] is None and not v]
-    if missing:
-        raise ConfigError(
-            f"missing {' '.join(k + '=...' for k in missing)} "
-            "(python -m bsrlc.evaluation.sr --help)"
-        )
-    return {k: v or "" for k, v in values.items()}
+    from bsrlc.cli import parse_key_values
+
+    return parse_key_values(argv, _KEYS, "python -m bsrlc.evaluation.sr")
 
 
 def _number(values: dict[str, str], key: str, kind: type) -> Any:
